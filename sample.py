@@ -1,0 +1,123 @@
+"""Sample text from a checkpoint written by train.py.
+
+    python sample.py --out_dir=out/cpu/dynactglu-s1337 --ckpt=ckpt_002000.pt --start="ROMEO:"
+
+The tokenizer is rebuilt from the checkpoint, so sampling never depends on a data folder. An empty prompt
+starts from a newline (character-level) or the end-of-text token (GPT-2 BPE). --temperature=0 decodes
+greedily.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+import torch
+
+from checkpoint import load_checkpoint
+from model import GPT, GPTConfig
+from settings import UserError
+from tokenizer import tokenizer_from_description
+from train import pick_device
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        raise UserError(f"{message}; run `python sample.py --help` for the options")
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(description="Sample text from a train.py checkpoint.")
+    p.add_argument("--out_dir", required=True, help="the training run's folder")
+    p.add_argument("--ckpt", default="ckpt.pt", help="checkpoint file name inside out_dir, e.g. ckpt_005620.pt")
+    p.add_argument("--start", default="\n", help='prompt text, or FILE:path to read it from a file')
+    p.add_argument("--num_samples", type=int, default=3)
+    p.add_argument("--max_new_tokens", type=int, default=500)
+    p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature; 0 is greedy decoding")
+    p.add_argument("--top_k", type=int, default=200, help="sample among the k most likely tokens")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--gpt2_ranks", default=None, help="local gpt2.tiktoken ranks file for GPT-2 BPE checkpoints")
+    return p
+
+
+def read_prompt(start: str) -> str:
+    if not start.startswith("FILE:"):
+        return start
+    path = start[len("FILE:") :]
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise UserError(f"prompt file {path!r} not found; pass --start=FILE:path/to/prompt.txt") from None
+
+
+def empty_prompt_id(tokenizer: object, kind: str) -> int:
+    """Return the id an empty prompt starts from: end-of-text for GPT-2, else a newline (or id 0 without one)."""
+    if kind == "gpt2":
+        return tokenizer.eot_token
+    try:
+        return tokenizer.encode("\n")[0]
+    except ValueError:
+        return 0
+
+
+def load_model(path: str, device: torch.device) -> tuple[GPT, dict]:
+    """Load a checkpoint's model in eval mode; reject weights that contain NaN or Inf."""
+    ckpt = load_checkpoint(path, map_location="cpu")
+    model = GPT(GPTConfig(**ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise UserError(f"checkpoint {path!r} has NaN or Inf weights (in {', '.join(bad[:3])}); sample from an earlier checkpoint")
+    model.eval().to(device)
+    return model, ckpt
+
+
+def sample(argv: list[str] | None = None) -> list[str]:
+    """Generate and print samples; return them as text."""
+    args = build_parser().parse_args(argv)
+    if args.num_samples <= 0:
+        raise UserError(f"--num_samples={args.num_samples} must be positive")
+    if args.max_new_tokens <= 0:
+        raise UserError(f"--max_new_tokens={args.max_new_tokens} must be positive")
+    if args.temperature < 0 or not math.isfinite(args.temperature):
+        raise UserError(f"--temperature={args.temperature} must be >= 0; use 0 for greedy decoding")
+    if args.top_k <= 0:
+        raise UserError(f"--top_k={args.top_k} must be positive")
+
+    device = pick_device(args.device, 0)
+    model, ckpt = load_model(os.path.join(args.out_dir, args.ckpt), device)
+    tokenizer = tokenizer_from_description(ckpt["tokenizer"], gpt2_ranks=args.gpt2_ranks)
+    prompt = read_prompt(args.start)
+    try:
+        ids = tokenizer.encode(prompt) if prompt else []
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if not ids:
+        ids = [empty_prompt_id(tokenizer, ckpt["tokenizer"]["kind"])]
+
+    torch.manual_seed(args.seed)
+    x = torch.tensor([ids] * args.num_samples, dtype=torch.long, device=device)
+    out = model.generate(x, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k)
+    texts = [tokenizer.decode(row.tolist()) for row in out]
+    for text in texts:
+        print(text)
+        print("-" * 40)
+    return texts
+
+
+def main() -> None:
+    try:
+        sample()
+    except UserError as e:
+        if os.environ.get("DYNACT_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
