@@ -203,8 +203,8 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(
             f"eval_steps {late} lie outside 0..max_iters={cfg.max_iters}; raise max_iters or drop those steps"
         )
-    if cfg.lr_decay_iters is not None and cfg.lr_decay_iters < cfg.warmup_iters:
-        raise UserError(f"lr_decay_iters={cfg.lr_decay_iters} is below warmup_iters={cfg.warmup_iters}")
+    if cfg.lr_decay_iters is not None and cfg.lr_decay_iters < 0:
+        raise UserError(f"lr_decay_iters={cfg.lr_decay_iters} must be >= 0 or None")
     if cfg.mlp_hidden is not None and cfg.mlp_hidden <= 0:
         raise UserError(f"mlp_hidden={cfg.mlp_hidden} must be positive or None")
 

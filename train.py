@@ -372,26 +372,29 @@ def checkpoint_payload(
     }
 
 
-def prepare_out_dir(cfg: TrainConfig) -> None:
-    """Create out_dir; refuse to start from scratch over another run's files unless overwrite=True."""
-    os.makedirs(cfg.out_dir, exist_ok=True)
+def check_out_dir(cfg: TrainConfig) -> list[str]:
+    """Create out_dir and return the files of an earlier run that overwrite=True allows to replace.
+
+    Starting from scratch over another run's checkpoints or metrics raises UserError unless overwrite=True.
+    """
+    try:
+        os.makedirs(cfg.out_dir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create out_dir {cfg.out_dir!r} ({e.strerror}); choose another --out_dir") from None
     if not os.access(cfg.out_dir, os.W_OK):
         raise UserError(f"out_dir {cfg.out_dir!r} is not writable; choose another --out_dir")
     if cfg.init_from != "scratch":
-        return
+        return []
     existing = sorted(glob.glob(os.path.join(cfg.out_dir, "ckpt*.pt")))
     metrics = os.path.join(cfg.out_dir, "metrics.jsonl")
     if os.path.exists(metrics):
         existing.append(metrics)
-    if not existing:
-        return
-    if not cfg.overwrite:
+    if existing and not cfg.overwrite:
         raise UserError(
             f"out_dir {cfg.out_dir!r} already holds a run ({os.path.basename(existing[0])}); "
             "continue it with --init_from=resume, choose another --out_dir, or pass --overwrite=True to replace it"
         )
-    for path in existing:
-        os.remove(path)
+    return existing
 
 
 def prune_periodic(out_dir: str, keep_last: int) -> None:
@@ -459,9 +462,11 @@ def run(cfg: TrainConfig, dist_info: Distributed) -> dict:
         if ckpt.get("world_size") == world:
             resumed_rng = ckpt["rng"][dist_info.rank]
         del ckpt
-    if dist_info.is_main:
-        prepare_out_dir(cfg)
+    replaced = check_out_dir(cfg)  # every process checks, so all of them stop on the same error
     dist_info.barrier()
+    if dist_info.is_main:
+        for path in replaced:
+            os.remove(path)
 
     if resumed_rng is not None:
         set_rng_state(resumed_rng)
@@ -495,6 +500,11 @@ def run(cfg: TrainConfig, dist_info: Distributed) -> dict:
         )
 
     def save(step: int, extra_names: list[str]) -> None:
+        if not all(torch.isfinite(p).all() for p in raw_model.parameters()):
+            raise NonFiniteLossError(
+                f"weights became non-finite by step {step}; the last good checkpoint is "
+                f"{last_good(ckpt_path, saved_step)}; lower learning_rate or raise warmup_iters"
+            )
         states = dist_info.gather_objects(rng_state())
         if not dist_info.is_main:
             return
@@ -563,19 +573,25 @@ def run(cfg: TrainConfig, dist_info: Distributed) -> dict:
                 scaler.scale(loss / local_accum).backward()
             loss_sum += loss.detach()
 
-        status = torch.stack([loss_sum, torch.tensor(1.0 if stop.received else 0.0, device=device)])
-        loss_total, stop_count = dist_info.sum_(status).tolist()
-        loss_value = loss_total / cfg.gradient_accumulation_steps
-        stop_agreed = stop_count > 0
-        if not math.isfinite(loss_value):
-            last = f"{ckpt_path} (step {saved_step})" if saved_step >= 0 else "none, no checkpoint was written yet"
-            raise NonFiniteLossError(
-                f"training loss became {loss_value} at step {step + 1}, before that update was applied; "
-                f"the last good checkpoint is {last}; lower learning_rate or raise warmup_iters"
-            )
+        grad_norm = torch.zeros((), device=device)
         if cfg.grad_clip > 0:
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
+
+        # one host sync per update: the loss for the log, the stop request and the finiteness checks
+        stop_flag = torch.tensor(1.0 if stop.received else 0.0, device=device)
+        status = dist_info.sum_(torch.stack([loss_sum, stop_flag, grad_norm.float()]))
+        loss_total, stop_count, norm_total = status.tolist()
+        loss_value = loss_total / cfg.gradient_accumulation_steps
+        stop_agreed = stop_count > 0
+        # With float16, GradScaler skips updates whose gradients overflow, so only the loss is checked.
+        gradients_bad = not math.isfinite(norm_total) and not scaler.is_enabled()
+        if not math.isfinite(loss_value) or gradients_bad:
+            what = f"training loss became {loss_value}" if not math.isfinite(loss_value) else "gradient norm became non-finite"
+            raise NonFiniteLossError(
+                f"{what} at step {step + 1}, before that update was applied; the last good checkpoint is "
+                f"{last_good(ckpt_path, saved_step)}; lower learning_rate or raise warmup_iters"
+            )
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
@@ -603,6 +619,12 @@ def run(cfg: TrainConfig, dist_info: Distributed) -> dict:
     if wandb_run is not None:
         wandb_run.finish()
     return last_eval
+
+
+def last_good(ckpt_path: str, saved_step: int) -> str:
+    if saved_step < 0:
+        return "none (no checkpoint was written yet)"
+    return f"{ckpt_path} (step {saved_step})"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,53 @@
+"""Two gloo processes under torchrun on the CPU against one process."""
+
+import pytest
+import torch
+
+from checkpoint import load_checkpoint
+from conftest import read_metrics, run_train_cli, tiny_args, train_losses, val_ppls
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
+
+
+def cli(data_root, out_dir, nproc, **overrides):
+    result = run_train_cli(tiny_args(data_root, out_dir, **overrides), nproc=nproc)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return read_metrics(out_dir)
+
+
+def test_two_processes_match_one(data_root, tmp_path):
+    settings = dict(max_iters=10, gradient_accumulation_steps=4, eval_steps=[5, 10])
+    one = cli(data_root, tmp_path / "one", 0, **settings)
+    two = cli(data_root, tmp_path / "two", 2, **settings)
+    loss_one, loss_two = train_losses(one), train_losses(two)
+    assert sorted(loss_one) == sorted(loss_two) == list(range(1, 11))
+    for step in loss_one:
+        assert loss_two[step] == pytest.approx(loss_one[step], rel=1e-5), step
+    for step, ppl in val_ppls(one).items():
+        assert val_ppls(two)[step] == pytest.approx(ppl, rel=1e-5), step
+    a = load_checkpoint(str(tmp_path / "one" / "ckpt.pt"))["model"]
+    b = load_checkpoint(str(tmp_path / "two" / "ckpt.pt"))["model"]
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_two_process_resume_matches_straight_run(data_root, tmp_path):
+    schedule = dict(gradient_accumulation_steps=2, lr_decay_iters=20)
+    straight = cli(data_root, tmp_path / "straight", 2, max_iters=20, eval_steps=[5, 10, 20], **schedule)
+    cli(data_root, tmp_path / "split", 2, max_iters=10, eval_steps=[5, 10], **schedule)
+    resumed = cli(data_root, tmp_path / "split", 2, max_iters=20, eval_steps=[5, 10, 20], init_from="resume", **schedule)
+    assert train_losses(resumed) == train_losses(straight)
+    assert val_ppls(resumed) == val_ppls(straight)
+
+
+def test_indivisible_accumulation_names_both_numbers(data_root, tmp_path):
+    result = run_train_cli(tiny_args(data_root, tmp_path, gradient_accumulation_steps=3), nproc=2)
+    assert result.returncode != 0
+    assert "gradient_accumulation_steps=3 is not divisible by the 2 processes" in result.stderr
+
+
+def test_error_on_all_ranks_stops_the_job(data_root, tmp_path):
+    cli(data_root, tmp_path, 2, max_iters=2, gradient_accumulation_steps=2)
+    result = run_train_cli(tiny_args(data_root, tmp_path, max_iters=4, seed=3, gradient_accumulation_steps=2), nproc=2, timeout=120)
+    assert result.returncode != 0
+    assert "already holds a run" in result.stderr
