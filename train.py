@@ -18,6 +18,7 @@ import glob
 import json
 import math
 import os
+import platform
 import random
 import signal
 import sys
@@ -397,6 +398,46 @@ def check_out_dir(cfg: TrainConfig) -> list[str]:
     return existing
 
 
+def cpu_name() -> str:
+    """Return the CPU model name (from /proc/cpuinfo on Linux), or the architecture elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def write_run_info(
+    cfg: TrainConfig, raw_model: GPT, world: int, device: torch.device, dtype: torch.dtype, start_step: int
+) -> None:
+    """Write out_dir/run.json: the settings, model size and machine of the latest start of this run."""
+    if device.type == "cuda":
+        hardware = f"{world} x {torch.cuda.get_device_name(device)}"
+    else:
+        hardware = f"{cpu_name()}, {torch.get_num_threads()} threads x {world} processes"
+    info = {
+        "train_config": cfg.to_dict(),
+        "model_config": raw_model.config.to_dict(),
+        "n_params": raw_model.num_params(),
+        "world_size": world,
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "hardware": hardware,
+        "os_cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "started_at_step": start_step,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    path = os.path.join(cfg.out_dir, "run.json")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
 def prune_periodic(out_dir: str, keep_last: int) -> None:
     periodic = sorted(glob.glob(os.path.join(out_dir, "ckpt_periodic_*.pt")))
     for path in periodic[: max(0, len(periodic) - keep_last)]:
@@ -490,6 +531,8 @@ def run(cfg: TrainConfig, dist_info: Distributed) -> dict:
 
     tokens_per_step = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
     peak = peak_flops_for(cfg, device, dtype) if dist_info.is_main else 0.0
+    if dist_info.is_main:
+        write_run_info(cfg, raw_model, world, device, dtype, start_step)
     flops_per_step = raw_model.flops_per_token(cfg.block_size) * tokens_per_step
     eval_steps = set(cfg.eval_steps)
     stop = StopSignal()
