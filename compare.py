@@ -521,6 +521,35 @@ def report(args: argparse.Namespace) -> str:
 
 
 # -----------------------------------------------------------------------------
+# params: model sizes of the four MLP types
+
+
+def params_table(train_args: list[str], vocab_size: int | None) -> str:
+    """Return a markdown table of parameter counts and FLOPs per token for each MLP type."""
+    import train
+    from model import GPT, MLP_TYPES
+
+    cfg = parse_args(train_args)
+    if vocab_size is None:
+        vocab_size = train.load_meta(train.data_dir_for(cfg), cfg.dataset)["vocab_size"]
+    lines = [
+        f"n_layer={cfg.n_layer}, n_head={cfg.n_head}, n_embd={cfg.n_embd}, block_size={cfg.block_size}, vocab_size={vocab_size}",
+        "",
+        "| MLP | hidden | MLP params per layer | params | non-embedding params | training FLOPs per token |",
+        "|---|---|---|---|---|---|",
+    ]
+    for mlp in MLP_TYPES:
+        cfg.mlp = mlp
+        model = GPT(cfg.model_config(vocab_size))
+        per_layer = sum(p.numel() for p in model.blocks[0].mlp.parameters())
+        lines.append(
+            f"| {mlp} | {model.config.mlp_hidden} | {per_layer:,} | {model.num_params():,} | "
+            f"{model.num_params(non_embedding=True):,} | {model.flops_per_token():,} |"
+        )
+    return "\n".join(lines)
+
+
+# -----------------------------------------------------------------------------
 # command line
 
 
@@ -537,6 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="grid folder, e.g. runs/paper; each run goes to <out>/<variant>-s<seed>")
     run.add_argument("--nproc_per_node", type=int, default=0, help="run each training under torchrun with this many processes")
     run.add_argument("--jobs", type=int, default=1, help="runs trained at once, each with an equal share of the CPU threads")
+    par = commands.add_parser("params", allow_abbrev=False, help="print parameter counts of the four MLP types for a config")
+    par.add_argument("--vocab_size", type=int, default=None, help="vocabulary size; default: from the prepared dataset")
     rep = commands.add_parser("report", allow_abbrev=False, help="write report.md, report.csv and plots for a grid folder")
     rep.add_argument("grid_dir")
     rep.add_argument("--reeval", action="store_true", help="re-evaluate every fixed-step checkpoint on the whole validation split")
@@ -583,6 +614,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.seeds = [int(s) for s in lists.get("--seeds", args.seeds)]
             except ValueError:
                 raise UserError(f"--seeds takes integers, got {lists['--seeds']}") from None
+        if args.command == "params":
+            print(params_table(rest, args.vocab_size))
+            return 0
         if args.command == "report":
             if rest:
                 raise UserError(f"unexpected arguments for report: {' '.join(rest)}")
