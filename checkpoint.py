@@ -50,7 +50,7 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict
     except pickle.UnpicklingError as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(
-            f"checkpoint {path!r} holds objects other than tensors and plain Python types ({first_line}); "
+            f"checkpoint {path!r} contains objects other than tensors and plain Python types ({first_line}); "
             "only load checkpoints written by this repo"
         ) from e
     except (RuntimeError, EOFError, OSError) as e:

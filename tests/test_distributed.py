@@ -1,10 +1,16 @@
 """Two gloo processes under torchrun on the CPU against one process."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
 
 from checkpoint import load_checkpoint
-from conftest import read_metrics, run_train_cli, tiny_args, train_losses, val_ppls
+from conftest import PYTHON, REPO, read_metrics, run_train_cli, subprocess_env, tiny_args, train_losses, val_ppls
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
 
@@ -51,3 +57,39 @@ def test_error_on_all_ranks_stops_the_job(data_root, tmp_path):
     result = run_train_cli(tiny_args(data_root, tmp_path, max_iters=4, seed=3, gradient_accumulation_steps=2), nproc=2, timeout=120)
     assert result.returncode != 0
     assert "already holds a run" in result.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads worker processes from /proc")
+def test_killed_rank_stops_the_job(data_root, tmp_path):
+    """A process that dies (as under the OOM killer) ends the whole job instead of leaving its peer waiting."""
+    args = tiny_args(data_root, tmp_path, max_iters=100_000, gradient_accumulation_steps=2, eval_tokens=256)
+    launcher = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(REPO / "train.py")]
+    proc = subprocess.Popen(launcher + args, env=subprocess_env(), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (tmp_path / "metrics.jsonl").exists():
+            time.sleep(0.1)
+        workers = worker_pids(proc.pid)
+        assert len(workers) == 2
+        os.kill(workers[-1], signal.SIGKILL)
+        proc.communicate(timeout=90)
+        assert proc.returncode != 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def worker_pids(parent: int) -> list[int]:
+    """Return the child processes of `parent`, read from /proc."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent:
+                children.append(int(entry))
+    return sorted(children)

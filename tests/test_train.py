@@ -128,3 +128,20 @@ def test_checkpoint_contents(data_root, tmp_path):
     assert ckpt["tokenizer"]["kind"] == "char"
     assert ckpt["train_config"]["max_iters"] == 4
     assert ckpt["model_config"]["mlp"] == "dynactglu"
+
+
+def test_wandb_failure_only_warns(data_root, tmp_path, monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_wandb(name, *args, **kwargs):
+        if name == "wandb":
+            raise ImportError("No module named 'wandb'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_wandb)
+    records = run(data_root, tmp_path, max_iters=4, eval_steps=[4], wandb_log=True)
+    assert val_ppls(records) and 4 in val_ppls(records)
+    warnings = [l for l in capsys.readouterr().err.splitlines() if l.startswith("warning: wandb")]
+    assert len(warnings) == 1
