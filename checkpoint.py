@@ -56,5 +56,5 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict
     except (RuntimeError, EOFError, OSError) as e:
         raise UserError(f"checkpoint {path!r} is unreadable or truncated ({type(e).__name__}: {e}); use an intact checkpoint") from e
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise UserError(f"checkpoint {path!r} was not written by this repo's train.py (no '{FORMAT}' marker)")
+        raise UserError(f"checkpoint {path!r} was not written by this repo's train.py (no '{FORMAT}' marker); pass a checkpoint from train.py")
     return obj

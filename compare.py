@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from settings import UserError, parse_args
+from settings import ArgumentParser, UserError, parse_args, report_user_error
 
 REPO_ROOT = Path(__file__).resolve().parent
 BASELINE = "swiglu"
@@ -554,7 +554,7 @@ def params_table(train_args: list[str], vocab_size: int | None) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
         "run", allow_abbrev=False,
@@ -594,7 +594,7 @@ def take_list_options(argv: list[str]) -> tuple[list[str], dict[str, list[str]]]
                 values.append(argv[i + 1])
                 i += 1
             if not values:
-                raise UserError(f"{token} needs at least one value")
+                raise UserError(f"{token} needs at least one value; e.g. --variants swiglu dynactglu --seeds 0 1 2")
             lists[token] = values
         else:
             rest.append(token)
@@ -613,26 +613,24 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 args.seeds = [int(s) for s in lists.get("--seeds", args.seeds)]
             except ValueError:
-                raise UserError(f"--seeds takes integers, got {lists['--seeds']}") from None
+                raise UserError(f"--seeds takes integers, got {lists['--seeds']}; e.g. --seeds 0 1 2") from None
         if args.command == "params":
             print(params_table(rest, args.vocab_size))
             return 0
         if args.command == "report":
             if rest:
-                raise UserError(f"unexpected arguments for report: {' '.join(rest)}")
+                raise UserError(f"unexpected arguments for report: {' '.join(rest)}; pass only the runs folder and --reeval")
             report(args)
             return 0
         if args.jobs < 1:
-            raise UserError(f"--jobs={args.jobs} must be at least 1")
+            raise UserError(f"--jobs={args.jobs} must be at least 1; pass --jobs=1 to train one run at a time")
         unknown = sorted(set(args.variants) - set(VARIANT_ORDER))
         if unknown:
             raise UserError(f"unknown variants {unknown}; use some of {', '.join(VARIANT_ORDER)}")
         return run_grid(args, rest)
     except UserError as e:
-        if os.environ.get("DYNACT_DEBUG"):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        report_user_error(e, 2)
+    return 2
 
 
 if __name__ == "__main__":

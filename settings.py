@@ -8,6 +8,7 @@ parsed as a Python literal, and for text settings an unquoted word is taken as a
 
 from __future__ import annotations
 
+import argparse
 import ast
 import difflib
 import os
@@ -21,6 +22,22 @@ import model
 
 class UserError(Exception):
     """A mistake in the user's input; entry points print it as one `error: ...` line, with no traceback."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors raise UserError, so they print as one line."""
+
+    def error(self, message: str) -> None:
+        raise UserError(f"{message}; run `{self.prog} --help` for the options")
+
+
+def report_user_error(error: Exception, exit_code: int) -> None:
+    """Print `error: ...` as one line on stderr and exit; DYNACT_DEBUG=1 re-raises to show the traceback."""
+    if os.environ.get("DYNACT_DEBUG"):
+        raise error
+    message = " ".join(str(error).splitlines())
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(exit_code)
 
 
 @dataclass
@@ -131,17 +148,20 @@ def check_type(key: str, value: object, expected: object) -> object:
     if origin is list:
         (item_type,) = typing.get_args(expected)
         if not isinstance(value, (list, tuple)):
-            raise UserError(f"setting '{key}' expects a list of {item_type.__name__}, got {value!r}; write it as [1, 2]")
+            raise UserError(
+                f"setting '{key}' expects a list of {item_type.__name__}, got {value!r}; write it as --{key}=[1, 2]"
+            )
         return [check_type(key, item, item_type) for item in value]
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is bool and not isinstance(value, bool):
-        raise UserError(f"setting '{key}' expects True or False, got {value!r}")
+        raise UserError(f"setting '{key}' expects True or False, got {value!r}; write --{key}=True or --{key}=False")
     if expected is int and isinstance(value, bool):
-        raise UserError(f"setting '{key}' expects an int, got {value!r}")
+        raise UserError(f"setting '{key}' expects an int, got {value!r}; write a whole number")
     if not isinstance(value, expected):
         raise UserError(
-            f"setting '{key}' expects {expected.__name__}, got {type(value).__name__} {value!r}"
+            f"setting '{key}' expects {expected.__name__}, got {type(value).__name__} {value!r}; "
+            f"pass a {expected.__name__} value"
         )
     return value
 
@@ -186,27 +206,27 @@ def validate(cfg: TrainConfig) -> None:
             raise UserError(f"{key}={getattr(cfg, key)!r} is not valid; use one of {', '.join(allowed)}")
     for key in POSITIVE:
         if getattr(cfg, key) <= 0:
-            raise UserError(f"{key}={getattr(cfg, key)} must be positive")
+            raise UserError(f"{key}={getattr(cfg, key)} must be positive; pass a value above 0")
     for key in NON_NEGATIVE:
         if getattr(cfg, key) < 0:
-            raise UserError(f"{key}={getattr(cfg, key)} must be >= 0")
+            raise UserError(f"{key}={getattr(cfg, key)} must be >= 0; pass 0 or a positive value")
     if cfg.learning_rate <= 0:
-        raise UserError(f"learning_rate={cfg.learning_rate} must be positive")
+        raise UserError(f"learning_rate={cfg.learning_rate} must be positive; pass a value such as 1e-3")
     if cfg.min_lr > cfg.learning_rate:
         raise UserError(f"min_lr={cfg.min_lr} is above learning_rate={cfg.learning_rate}; lower min_lr")
     if cfg.n_embd % cfg.n_head != 0:
         raise UserError(f"n_embd={cfg.n_embd} is not divisible by n_head={cfg.n_head}; choose a multiple of n_head")
     if not 0.0 <= cfg.dropout < 1.0:
-        raise UserError(f"dropout={cfg.dropout} must be in [0, 1)")
+        raise UserError(f"dropout={cfg.dropout} must be in [0, 1); pass a value such as 0.1")
     late = [s for s in cfg.eval_steps if s > cfg.max_iters or s < 0]
     if late:
         raise UserError(
             f"eval_steps {late} lie outside 0..max_iters={cfg.max_iters}; raise max_iters or drop those steps"
         )
     if cfg.lr_decay_iters is not None and cfg.lr_decay_iters < 0:
-        raise UserError(f"lr_decay_iters={cfg.lr_decay_iters} must be >= 0 or None")
+        raise UserError(f"lr_decay_iters={cfg.lr_decay_iters} must be >= 0; pass None to decay until max_iters")
     if cfg.mlp_hidden is not None and cfg.mlp_hidden <= 0:
-        raise UserError(f"mlp_hidden={cfg.mlp_hidden} must be positive or None")
+        raise UserError(f"mlp_hidden={cfg.mlp_hidden} must be positive; pass None for the default width")
 
 
 def fill_placeholders(cfg: TrainConfig) -> None:

@@ -20,6 +20,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import signal
 import sys
 import time
@@ -32,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from checkpoint import load_checkpoint, save_checkpoint
 from model import GPT, GPTConfig
-from settings import TrainConfig, UserError, help_text, parse_args
+from settings import TrainConfig, UserError, help_text, parse_args, report_user_error
 
 EXIT_USER_ERROR = 2
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: the job is incomplete and can be resubmitted
@@ -84,8 +85,16 @@ def load_meta(data_dir: str, dataset: str) -> dict:
     for key in ("vocab_size", "dtype", "tokenizer"):
         if key not in meta:
             raise UserError(f"{meta_path!r} has no '{key}'; rerun `python data/prepare.py {dataset}`")
+    if not isinstance(meta["vocab_size"], int) or meta["vocab_size"] <= 0:
+        raise UserError(f"{meta_path!r} has vocab_size={meta['vocab_size']!r}; rerun `python data/prepare.py {dataset}`")
+    tokenizer_vocab = meta["tokenizer"].get("vocab_size") if isinstance(meta["tokenizer"], dict) else None
+    if tokenizer_vocab != meta["vocab_size"]:
+        raise UserError(
+            f"{meta_path!r} gives vocab_size={meta['vocab_size']} but its tokenizer has {tokenizer_vocab!r}; "
+            f"rerun `python data/prepare.py {dataset}`"
+        )
     if meta["dtype"] not in ("uint16", "uint32"):
-        raise UserError(f"{meta_path!r} has dtype {meta['dtype']!r}; expected uint16 or uint32")
+        raise UserError(f"{meta_path!r} has dtype {meta['dtype']!r}, not uint16 or uint32; rerun `python data/prepare.py {dataset}`")
     return meta
 
 
@@ -105,6 +114,29 @@ def open_tokens(path: str, dtype: str, min_tokens: int, dataset: str) -> np.memm
             "lower block_size or use a larger corpus"
         )
     return np.memmap(path, dtype=dtype, mode="r")
+
+
+def check_token_ids(tokens: np.ndarray, vocab_size: int, path: str, dataset: str, chunk: int = 1 << 24) -> None:
+    """Raise UserError if any token id is at or above vocab_size, scanning in chunks of a memory map."""
+    for start in range(0, len(tokens), chunk):
+        top = int(tokens[start : start + chunk].max())
+        if top >= vocab_size:
+            raise UserError(
+                f"{path!r} contains token id {top}, but meta.json gives vocab_size={vocab_size}; "
+                f"rerun `python data/prepare.py {dataset}`"
+            )
+
+
+def check_free_space(out_dir: str, n_params: int) -> None:
+    """Raise UserError when out_dir cannot hold two checkpoints (a new one is written beside the old)."""
+    # fp32 weights plus AdamW's two moments, with 10% for optimizer metadata and the rest of the checkpoint
+    checkpoint_bytes = int(n_params * 4 * 3 * 1.1)
+    free = shutil.disk_usage(out_dir).free
+    if free < 2 * checkpoint_bytes:
+        raise UserError(
+            f"out_dir {out_dir!r} has {free / 2**20:.0f} MiB free, less than the {2 * checkpoint_bytes / 2**20:.0f} MiB "
+            "that two checkpoints need; free disk space or choose another --out_dir"
+        )
 
 
 def batch_offsets(seed: int, step: int, n_windows: int, n_tokens: int, block_size: int) -> np.ndarray:
@@ -474,6 +506,8 @@ def run(cfg: TrainConfig, dist_info: Distributed) -> dict:
     train_tokens = open_tokens(os.path.join(data_dir, "train.bin"), meta["dtype"], cfg.block_size + 1, cfg.dataset)
     val_tokens = open_tokens(os.path.join(data_dir, "val.bin"), meta["dtype"], cfg.block_size + 1, cfg.dataset)
     val_offsets = eval_windows(len(val_tokens), cfg.eval_tokens, cfg.block_size)
+    for name, tokens in (("train.bin", train_tokens), ("val.bin", val_tokens)):
+        check_token_ids(tokens, meta["vocab_size"], os.path.join(data_dir, name), cfg.dataset)
 
     # model
     try:
@@ -504,6 +538,7 @@ def run(cfg: TrainConfig, dist_info: Distributed) -> dict:
             resumed_rng = ckpt["rng"][dist_info.rank]
         del ckpt
     replaced = check_out_dir(cfg)  # every process checks, so all of them stop on the same error
+    check_free_space(cfg.out_dir, raw_model.num_params())
     dist_info.barrier()
     if dist_info.is_main:
         for path in replaced:
@@ -676,13 +711,9 @@ def main(argv: list[str] | None = None) -> None:
         print(help_text())
         return
     try:
-        cfg = parse_args(argv)
-        train(cfg)
+        train(parse_args(argv))
     except (UserError, NonFiniteLossError) as e:
-        if os.environ.get("DYNACT_DEBUG"):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+        report_user_error(e, EXIT_USER_ERROR)
 
 
 if __name__ == "__main__":

@@ -377,8 +377,15 @@ def write_outputs(out_dir: Path, train: np.ndarray, val: np.ndarray, meta: dict[
 # Command line
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors exit through fail(), as one `error:` line."""
+
+    def error(self, message: str) -> None:
+        raise fail(f"{message}; run `python data/prepare.py --help` for the options")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         description="Tokenize a corpus into train.bin, val.bin and meta.json.",
         epilog="'shakespeare_char' and 'shakespeare' use the bundled data/tinyshakespeare.txt; "
         "any other NAME needs --input or --hf.",
@@ -421,6 +428,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--cache_dir", help="cache folder for the datasets library (default: its own default)"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an output folder that holds data prepared from another source or with other options",
     )
     return parser.parse_args(argv)
 
@@ -569,9 +581,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "source_sha256": corpus.source_sha256,
         "split": describe_split(corpus, tokenizer, args.val_fraction),
     }
+    existing = read_existing_meta(out_dir)
+    if existing == meta:
+        print(f"{out_dir}: already prepared from the same source with the same options; left unchanged")
+        return meta
+    if existing is not None and not args.overwrite:
+        raise fail(
+            f"{out_dir} already holds data prepared from {existing.get('source')!r} with other settings; "
+            "pass --overwrite to replace it, or choose another dataset name or --out_dir"
+        )
     write_outputs(out_dir, train, val, meta)
     print_summary(out_dir, meta)
     return meta
+
+
+def read_existing_meta(out_dir: Path) -> dict[str, Any] | None:
+    """Return the meta.json already in out_dir, {} when it is unreadable, or None when there is none."""
+    path = out_dir / "meta.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
 
 
 def print_summary(out_dir: Path, meta: dict[str, Any]) -> None:

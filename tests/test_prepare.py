@@ -546,12 +546,32 @@ def test_write_atomic_keeps_old_file_on_failure(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["train.bin"]
 
 
-def test_rerun_replaces_outputs(tmp_path: Path) -> None:
+def test_rerun_with_same_source_leaves_files(tmp_path: Path) -> None:
+    source = tmp_path / "text.txt"
+    source.write_text("abcdefghij" * 10)
+    run_prepare(tmp_path / "out", "letters", f"--input={source}", "--tokenizer=char")
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
+    run_prepare(tmp_path / "out", "letters", f"--input={source}", "--tokenizer=char")
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()} == before
+
+
+def test_changed_source_needs_overwrite(tmp_path: Path) -> None:
+    source = tmp_path / "text.txt"
+    source.write_text("abcdefghij" * 10)
+    run_prepare(tmp_path / "out", "letters", f"--input={source}", "--tokenizer=char")
+    saved = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    source.write_text("0123456789" * 20)
+    with pytest.raises(SystemExit, match="already holds data prepared from .* pass --overwrite"):
+        run_prepare(tmp_path / "out", "letters", f"--input={source}", "--tokenizer=char")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == saved
+
+
+def test_rerun_with_overwrite_replaces_outputs(tmp_path: Path) -> None:
     source = tmp_path / "text.txt"
     source.write_text("abcdefghij" * 10)
     run_prepare(tmp_path / "out", "letters", f"--input={source}", "--tokenizer=char")
     source.write_text("0123456789" * 20)
-    meta = run_prepare(tmp_path / "out", "letters", f"--input={source}", "--tokenizer=char")
+    meta = run_prepare(tmp_path / "out", "letters", f"--input={source}", "--tokenizer=char", "--overwrite")
     assert meta["train_tokens"] + meta["val_tokens"] == 200
     assert json.loads((tmp_path / "out" / "meta.json").read_text()) == meta
     assert sorted(os.listdir(tmp_path / "out")) == ["meta.json", "train.bin", "val.bin"]
