@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
 
 MLP_TYPES = ("gelu", "swiglu", "geglu", "dynactglu")
 DYNACT_BASES = {
@@ -84,8 +85,59 @@ class GPTConfig:
         return {name: getattr(self, name) for name in inspect.signature(GPTConfig).parameters}
 
 
+def sum_of_products(a: Tensor, b: Tensor) -> Tensor:
+    """Return the sum of a * b over all elements, accumulated in float32 (float64 for float64 inputs)."""
+    if a.dtype in (torch.float32, torch.float64):
+        # one pass over both tensors and no temporary, unlike (a * b).sum()
+        return torch.dot(a.reshape(-1), b.reshape(-1))
+    return (a * b).sum(dtype=torch.float32)
+
+
+class SiLUDynActFunction(torch.autograd.Function):
+    """dynActivation with a SiLU base, f(x) = x * (beta + (alpha - beta) * sigmoid(x)), in few elementwise passes.
+
+    Autograd on the formula saves x, silu(x) and the scalars and runs about ten elementwise kernels. This
+    Function saves only x (and the 0-dim alpha and beta), recomputes silu(x) in backward and returns all
+    three gradients from one backward. The alpha and beta gradients are reduced in float32 and returned in
+    the parameters' dtype. x may be float32, float64 or a lower precision such as bfloat16 under autocast.
+    Backward is not differentiable again (no double backward), unlike the formula.
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, x: Tensor, alpha: Tensor, beta: Tensor) -> Tensor:
+        ctx.save_for_backward(x, alpha, beta)
+        y = F.silu(x)
+        y.mul_((alpha - beta).to(x.dtype))
+        return y.addcmul_(x, beta.to(x.dtype))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, alpha, beta = ctx.saved_tensors
+        grad_x = grad_alpha = grad_beta = None
+        needs_scalar_grads = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        # One buffer serves first as silu(x) and then as the gradient of x, which saves an allocation.
+        buffer = F.silu(x) if needs_scalar_grads else torch.empty_like(x)
+        if needs_scalar_grads:
+            # d/d alpha = sum(grad * silu(x)),  d/d beta = sum(grad * (x - silu(x)))
+            grad_silu = sum_of_products(grad, buffer)
+            grad_identity = sum_of_products(grad, x)
+            grad_alpha = grad_silu.to(alpha.dtype)
+            grad_beta = (grad_identity - grad_silu).to(beta.dtype)
+        if ctx.needs_input_grad[0]:
+            # f'(x) = (alpha - beta) * silu'(x) + beta, and silu_backward computes grad * silu'(x) in one pass
+            grad_x = torch.ops.aten.silu_backward.grad_input(grad, x, grad_input=buffer)
+            grad_x.mul_((alpha - beta).to(x.dtype))
+            grad_x.addcmul_(grad, beta.to(x.dtype))
+        return grad_x, grad_alpha, grad_beta
+
+
 class DynActivation(nn.Module):
-    """dynActivation f(x) = base(x) * (alpha - beta) + beta * x with learned scalars alpha and beta."""
+    """dynActivation f(x) = base(x) * (alpha - beta) + beta * x with learned scalars alpha and beta.
+
+    The SiLU base runs through SiLUDynActFunction, which torch.compile also traces without a graph break.
+    Other bases, and modules with use_reference=True, evaluate the formula with ordinary autograd.
+    """
 
     def __init__(self, base: str = "silu", alpha_init: float = 1.0, beta_init: float = 0.0) -> None:
         super().__init__()
@@ -93,8 +145,15 @@ class DynActivation(nn.Module):
         self.base = DYNACT_BASES[base]
         self.alpha = nn.Parameter(torch.tensor(float(alpha_init)))
         self.beta = nn.Parameter(torch.tensor(float(beta_init)))
+        self.use_reference = False
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.base_name == "silu" and not self.use_reference:
+            return SiLUDynActFunction.apply(x, self.alpha, self.beta)
+        return self.reference(x)
+
+    def reference(self, x: Tensor) -> Tensor:
+        """Evaluate the formula with ordinary autograd."""
         alpha = self.alpha.to(x.dtype)
         beta = self.beta.to(x.dtype)
         return self.base(x) * (alpha - beta) + beta * x
@@ -142,6 +201,30 @@ class GLUMLP(nn.Module):
         return self.dropout(self.w_down(self.act(self.w_gate(x)) * self.w_up(x)))
 
 
+class KVCache(nn.Module):
+    """Keys and values of one attention layer at positions 0 .. max_len - 1, filled during generation.
+
+    The buffers are allocated by the first update, with its batch size, device and dtype.
+    """
+
+    def __init__(self, max_len: int) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.register_buffer("k", None, persistent=False)
+        self.register_buffer("v", None, persistent=False)
+
+    def update(self, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store k and v (B, nh, T, hs) at positions start .. start + T - 1 and return positions 0 .. start + T - 1."""
+        if self.k is None:
+            shape = (k.size(0), k.size(1), self.max_len, k.size(3))
+            self.k = k.new_zeros(shape)
+            self.v = v.new_zeros(shape)
+        end = start + k.size(2)
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -151,16 +234,29 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
+        self.kv_cache: KVCache | None = None  # set by GPT.generate
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, start_pos: int | None = None) -> Tensor:
+        """Attend causally over x (B, T, C).
+
+        With start_pos and a KV cache, x contains positions start_pos onwards and the cache the earlier ones.
+        """
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(self.n_embd, dim=2)
         # (B, T, C) -> (B, nh, T, hs)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if start_pos is not None and self.kv_cache is not None:
+            k, v = self.kv_cache.update(start_pos, k, v)
         dropout_p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        n_keys = k.size(2)
+        if n_keys == T:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        else:
+            # The T queries are the last T of n_keys positions, so a single query attends to every key.
+            mask = None if T == 1 else torch.ones(T, n_keys, dtype=torch.bool, device=x.device).tril(n_keys - T)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, nh, T, hs) -> (B, T, C)
         return self.resid_dropout(self.proj(y))
 
@@ -175,8 +271,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = GELUMLP(config) if config.mlp == "gelu" else GLUMLP(config)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: Tensor, start_pos: int | None = None) -> Tensor:
+        x = x + self.attn(self.ln_1(x), start_pos)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -216,15 +312,22 @@ class GPT(nn.Module):
             n -= self.wte.weight.numel() + self.wpe.weight.numel()
         return n
 
-    def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """Return logits (B, T, vocab_size) and, with targets, the mean cross-entropy loss."""
+    def forward(
+        self, idx: Tensor, targets: Tensor | None = None, start_pos: int | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Return logits (B, T, vocab_size) and, with targets, the mean cross-entropy loss.
+
+        With start_pos (used by generate), idx contains positions start_pos .. start_pos + T - 1 and the
+        attention layers read the earlier positions from their KV caches and store the new ones there.
+        """
         B, T = idx.shape
-        if T > self.config.block_size:
-            raise ValueError(f"sequence length {T} exceeds block_size={self.config.block_size}")
-        pos = torch.arange(T, device=idx.device)
+        first = start_pos or 0
+        if first + T > self.config.block_size:
+            raise ValueError(f"sequence length {first + T} exceeds block_size={self.config.block_size}")
+        pos = torch.arange(first, first + T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))
         for block in self.blocks:
-            x = block(x)
+            x = block(x, start_pos)
         # Padding rows of the head are dropped, so the softmax covers only real token ids.
         logits = self.lm_head(self.ln_f(x))[..., : self.config.vocab_size]
         if targets is None:
@@ -285,32 +388,88 @@ class GPT(nn.Module):
         head = 2 * d * c.padded_vocab_size
         return 3 * (c.n_layer * per_layer + head)
 
+    def set_kv_caches(self, enabled: bool) -> None:
+        """Give every attention layer an empty KV cache of block_size positions, or remove the caches."""
+        for block in self.blocks:
+            block.attn.kv_cache = KVCache(self.config.block_size) if enabled else None
+
     @torch.no_grad()
     def generate(
-        self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float = 1.0,
+        use_cache: bool = True,
     ) -> Tensor:
         """Append max_new_tokens sampled ids to idx (B, T).
 
-        temperature 0 picks the most likely id (greedy). forward() returns logits for real ids only, so ids
-        at or above the tokenizer's vocab_size (padding rows of the embedding) are never sampled.
+        temperature 0 picks the most likely id (greedy). top_k keeps the k most likely ids and top_p the
+        smallest set of most likely ids whose probabilities sum to at least top_p (1.0 turns it off).
+        forward() returns logits for real ids only, so ids at or above the tokenizer's vocab_size (padding
+        rows of the embedding) are never sampled.
+
+        With use_cache, the prompt runs once (prefill) and every later step runs only the newest token
+        against the cached keys and values. Positions are absolute, so once the sequence is longer than
+        block_size the window slides, every position changes and the cache is no longer valid. From then
+        on each step re-runs the last block_size ids, exactly as without the cache.
         """
-        if temperature < 0:
-            raise ValueError(f"temperature={temperature} must be >= 0 (0 means greedy decoding)")
-        if top_k is not None and top_k <= 0:
-            raise ValueError(f"top_k={top_k} must be a positive integer or None")
-        real_vocab = self.config.vocab_size
-        for _ in range(max_new_tokens):
-            context = idx[:, -self.config.block_size :]
-            logits, _ = self(context)
-            logits = logits[:, -1, :].float()
-            if temperature == 0:
-                next_id = logits.argmax(dim=-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None and top_k < real_vocab:
-                    kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                probs = F.softmax(logits, dim=-1)
-                next_id = torch.multinomial(probs, num_samples=1)
-            idx = torch.cat((idx, next_id), dim=1)
+        check_sampling(temperature, top_k, top_p)
+        block_size = self.config.block_size
+        n_cached = 0  # ids at the start of idx whose keys and values are in the caches
+        if use_cache:
+            self.set_kv_caches(True)
+        try:
+            for _ in range(max_new_tokens):
+                if not use_cache or idx.size(1) > block_size:
+                    logits, _ = self(idx[:, -block_size:])
+                else:
+                    logits, _ = self(idx[:, n_cached:], start_pos=n_cached)
+                    n_cached = idx.size(1)
+                next_id = pick_next_token(logits[:, -1, :].float(), temperature, top_k, top_p)
+                idx = torch.cat((idx, next_id), dim=1)
+        finally:
+            if use_cache:
+                self.set_kv_caches(False)
         return idx
+
+
+def check_sampling(temperature: float, top_k: int | None, top_p: float) -> None:
+    """Raise ValueError for sampling settings that generate() cannot use."""
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature} must be >= 0 (0 means greedy decoding)")
+    if top_k is not None and top_k <= 0:
+        raise ValueError(f"top_k={top_k} must be a positive integer or None")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p={top_p} must be in (0, 1]; 1.0 turns nucleus sampling off")
+
+
+def pick_next_token(logits: Tensor, temperature: float, top_k: int | None, top_p: float) -> Tensor:
+    """Return one id (B, 1) per row of logits (B, vocab): the argmax at temperature 0, else a sample."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    if top_p < 1.0:
+        probs = top_p_filter(probs, top_p)
+    return torch.multinomial(probs, num_samples=1)
+
+
+def top_p_filter(probs: Tensor, top_p: float) -> Tensor:
+    """Keep, per row, the smallest set of most likely ids whose probabilities sum to at least top_p.
+
+    probs (B, vocab) contains probabilities. The result contains the kept ones, renormalized, and zeros
+    elsewhere. The most likely id is always kept.
+    """
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    cumulative = sorted_probs.cumsum(dim=-1)
+    # An id is dropped once the ids ranked above it already reach top_p.
+    drop = torch.zeros_like(sorted_probs, dtype=torch.bool)
+    drop[:, 1:] = cumulative[:, :-1] >= top_p
+    sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+    kept = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+    return kept / kept.sum(dim=-1, keepdim=True)

@@ -37,6 +37,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--max_new_tokens", type=int, default=500)
     p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature; 0 is greedy decoding")
     p.add_argument("--top_k", type=int, default=200, help="sample among the k most likely tokens")
+    p.add_argument(
+        "--top_p", type=float, default=1.0,
+        help="nucleus sampling: sample among the fewest most likely tokens whose probabilities sum to at "
+        "least top_p, in (0, 1]; 1.0 turns it off",
+    )
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--gpt2_ranks", default=None, help="local gpt2.tiktoken ranks file for GPT-2 BPE checkpoints")
@@ -87,6 +92,8 @@ def sample(argv: list[str] | None = None) -> list[str]:
         raise UserError(f"--temperature={args.temperature} must be >= 0; use 0 for greedy decoding")
     if args.top_k <= 0:
         raise UserError(f"--top_k={args.top_k} must be positive")
+    if not 0.0 < args.top_p <= 1.0:
+        raise UserError(f"--top_p={args.top_p} must be in (0, 1]; use 1.0 to turn nucleus sampling off")
 
     device = pick_device(args.device, 0)
     model, ckpt = load_model(os.path.join(args.out_dir, args.ckpt), device)
@@ -101,7 +108,7 @@ def sample(argv: list[str] | None = None) -> list[str]:
 
     torch.manual_seed(args.seed)
     x = torch.tensor([ids] * args.num_samples, dtype=torch.long, device=device)
-    out = model.generate(x, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k)
+    out = model.generate(x, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     texts = [tokenizer.decode(row.tolist()) for row in out]
     for text in texts:
         print(text)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import DYNACT_BASES, GPT, MLP_TYPES, DynActivation, GLUMLP, GPTConfig
+from model import DYNACT_BASES, GPT, MLP_TYPES, DynActivation, GLUMLP, GPTConfig, KVCache
 
 PAPER = dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65)
 
@@ -157,3 +157,46 @@ def test_generate_rejects_bad_settings():
 def test_config_rejects_invalid(kwargs, match):
     with pytest.raises(ValueError, match=match):
         small_config(**kwargs)
+
+
+def test_kv_cache_update_returns_prefix():
+    cache = KVCache(max_len=8)
+    k = torch.randn(2, 3, 5, 4)
+    v = torch.randn(2, 3, 5, 4)
+    keys, values = cache.update(0, k, v)
+    assert torch.equal(keys, k)
+    assert torch.equal(values, v)
+    k_next, v_next = torch.randn(2, 3, 1, 4), torch.randn(2, 3, 1, 4)
+    keys, values = cache.update(5, k_next, v_next)
+    assert keys.shape == (2, 3, 6, 4)
+    assert torch.equal(keys[:, :, :5], k)
+    assert torch.equal(keys[:, :, 5:], k_next)
+    assert torch.equal(values[:, :, 5:], v_next)
+
+
+def test_cached_forward_matches_full_forward():
+    torch.manual_seed(4)
+    model = GPT(small_config()).eval()
+    idx = torch.randint(0, 50, (2, 10))
+    full, _ = model(idx)
+    model.set_kv_caches(True)
+    first, _ = model(idx[:, :6], start_pos=0)
+    middle, _ = model(idx[:, 6:9], start_pos=6)  # several new positions against the cache
+    last, _ = model(idx[:, 9:], start_pos=9)
+    model.set_kv_caches(False)
+    torch.testing.assert_close(torch.cat((first, middle, last), dim=1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_forward_rejects_positions_past_block_size():
+    model = GPT(small_config())
+    model.set_kv_caches(True)
+    with pytest.raises(ValueError, match="exceeds block_size=16"):
+        model(torch.zeros(1, 2, dtype=torch.long), start_pos=15)
+
+
+def test_kv_caches_stay_out_of_state_dict():
+    model = GPT(small_config())
+    keys = set(model.state_dict())
+    model.set_kv_caches(True)
+    model(torch.zeros(1, 3, dtype=torch.long), start_pos=0)
+    assert set(model.state_dict()) == keys

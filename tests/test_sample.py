@@ -83,3 +83,28 @@ def test_sample_ids_stay_below_vocab(run_dir):
     model, ckpt = sample.load_model(str(run_dir / "ckpt.pt"), torch.device("cpu"))
     out = model.generate(torch.zeros(8, 1, dtype=torch.long), 50, temperature=1.5, top_k=None)
     assert int(out.max()) < ckpt["tokenizer"]["vocab_size"]
+
+
+@pytest.mark.parametrize("top_p", ["0", "1.5", "-0.2", "nan"])
+def test_top_p_out_of_range(run_dir, top_p):
+    with pytest.raises(UserError, match=r"--top_p=.* must be in \(0, 1\]"):
+        sample.sample([f"--out_dir={run_dir}", f"--top_p={top_p}", "--device=cpu"])
+
+
+def test_top_p_sampling(run_dir):
+    args = [f"--out_dir={run_dir}", "--start=ROMEO:", "--max_new_tokens=20", "--num_samples=2", "--device=cpu"]
+    texts = sample.sample(args + ["--top_p=0.9"])
+    assert all(len(text) == len("ROMEO:") + 20 for text in texts)
+    # a tiny nucleus contains only the most likely id, which is greedy decoding
+    assert sample.sample(args + ["--top_p=1e-9", "--top_k=1000"]) == sample.sample(args + ["--temperature=0"])
+
+
+def test_top_p_cli_error_is_one_line(run_dir):
+    result = subprocess.run(
+        [PYTHON, str(REPO / "sample.py"), f"--out_dir={run_dir}", "--top_p=2", "--device=cpu"],
+        capture_output=True, text=True, env=subprocess_env(), timeout=120,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: --top_p=2.0")
