@@ -261,8 +261,15 @@ class Distributed:
         if self.enabled:
             dist.barrier()
 
-    def close(self) -> None:
+    def close(self, finished: bool) -> None:
+        """Leave the process group; after a normal finish, wait for every process first.
+
+        Without the barrier, a process that finishes early can tear down gloo while rank 0 is still
+        writing the last checkpoint, and gloo then aborts that process on exit.
+        """
         if self.enabled and dist.is_initialized():
+            if finished:
+                dist.barrier()
             dist.destroy_process_group()
 
 
@@ -483,10 +490,16 @@ def prune_periodic(out_dir: str, keep_last: int) -> None:
 def train(cfg: TrainConfig) -> dict:
     """Run training as configured and return the last evaluation: step, val_loss and val_ppl."""
     dist_info = Distributed(cfg.device)
+    finished = False
     try:
-        return run(cfg, dist_info)
+        result = run(cfg, dist_info)
+        finished = True
+        return result
+    except SystemExit as e:
+        finished = e.code == EXIT_PREEMPTED  # every process agreed to stop at the same step
+        raise
     finally:
-        dist_info.close()
+        dist_info.close(finished)
 
 
 def run(cfg: TrainConfig, dist_info: Distributed) -> dict:
