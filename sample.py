@@ -71,6 +71,11 @@ def empty_prompt_id(tokenizer: object, kind: str) -> int:
 
 def load_model(path: str, device: torch.device) -> tuple[GPT, dict]:
     """Load a checkpoint's model in eval mode; reject weights that contain NaN or Inf."""
+    folder = os.path.dirname(path) or "."
+    if not os.path.isfile(path) and os.path.isdir(folder):
+        available = sorted(name for name in os.listdir(folder) if name.startswith("ckpt") and name.endswith(".pt"))
+        choices = ", ".join(available) if available else "none; train a run into this folder first"
+        raise UserError(f"checkpoint {path!r} not found; checkpoints in {folder!r}: {choices}")
     ckpt = load_checkpoint(path, map_location="cpu")
     model = GPT(GPTConfig(**ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import inspect
 import os
 import sys
 import types
@@ -54,7 +55,7 @@ class TrainConfig:
     keep_last: int = 0  # keep this many ckpt_periodic_*.pt copies of periodic checkpoints; 0: none
     # data
     dataset: str = "shakespeare_char"  # a folder under data/ written by data/prepare.py
-    data_root: str = ""  # where dataset folders live; empty: the data/ folder beside train.py
+    data_root: str = ""  # folder that holds the dataset folders; empty: data/ beside train.py
     batch_size: int = 64  # sequences per micro-step and process
     block_size: int = 256
     gradient_accumulation_steps: int = 1  # micro-steps per optimizer step, summed over all processes
@@ -172,7 +173,22 @@ def parse_value(key: str, text: str, expected: object) -> object:
     except (ValueError, SyntaxError):
         if expected is str:
             return text  # lets users write --device=cpu without quotes
-        raise UserError(f"setting '{key}': cannot parse {text!r} as a Python literal; quote strings, e.g. --{key}='...'")
+        raise UserError(f"setting '{key}': cannot parse {text!r} as a Python literal; {literal_hint(key, expected)}")
+
+
+def literal_hint(key: str, expected: object) -> str:
+    """Return an example of a valid --key=value for a setting of the expected type."""
+    inner = [a for a in typing.get_args(expected) if a is not type(None)]
+    kind = inner[0] if typing.get_origin(expected) is typing.Union and inner else expected
+    if kind is int:
+        return f"write a whole number, e.g. --{key}=100"
+    if kind is float:
+        return f"write a number, e.g. --{key}=3e-4"
+    if kind is bool:
+        return f"write --{key}=True or --{key}=False"
+    if typing.get_origin(kind) is list:
+        return f"write a list, e.g. --{key}=[100, 200]"
+    return f"quote text, e.g. --{key}='...'"
 
 
 def read_config_file(path: str) -> dict[str, object]:
@@ -261,9 +277,23 @@ def parse_args(argv: list[str]) -> TrainConfig:
     return cfg
 
 
+def setting_comments() -> dict[str, str]:
+    """Return the trailing comment of each TrainConfig field, read from this file's source."""
+    comments = {}
+    for line in inspect.getsource(TrainConfig).splitlines():
+        name, colon, rest = line.strip().partition(":")
+        if colon and "  # " in rest and name.isidentifier():
+            comments[name] = rest.split("  # ", 1)[1].strip()
+    return comments
+
+
 def help_text() -> str:
     lines = ["usage: train.py [config files ...] [--key=value ...]", "", "settings (default):"]
+    comments = setting_comments()
     for f in fields(TrainConfig):
         default = f.default_factory() if callable(f.default_factory) else f.default
-        lines.append(f"  --{f.name}={default!r}")
+        entry = f"  --{f.name}={default!r}"
+        if f.name in comments:
+            entry = f"{entry:<44} {comments[f.name]}"
+        lines.append(entry)
     return "\n".join(lines)

@@ -576,6 +576,8 @@ def run(cfg: TrainConfig, dist_info: Distributed) -> dict:
         dropped = metrics.truncate_after(start_step)
         if dist_info.is_main:
             print(f"resuming from {ckpt_path} at step {start_step}; dropped {dropped} metrics lines written after it")
+            if start_step >= cfg.max_iters:
+                print(f"the run already finished at step {start_step} (max_iters={cfg.max_iters}); nothing to do")
 
     tokens_per_step = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
     peak = peak_flops_for(cfg, device, dtype) if dist_info.is_main else 0.0
@@ -605,6 +607,7 @@ def run(cfg: TrainConfig, dist_info: Distributed) -> dict:
             save_checkpoint(payload, os.path.join(cfg.out_dir, name))
 
     last_eval: dict = {}
+    run_start = time.perf_counter()
     step = start_step
     saved_step = start_step if cfg.init_from == "resume" else -1
     stop_agreed = False  # set after each update from a sum over all processes, so all stop at the same step
@@ -707,6 +710,11 @@ def run(cfg: TrainConfig, dist_info: Distributed) -> dict:
             window_start = time.perf_counter()
             window_steps = 0
 
+    if dist_info.is_main and step > start_step:
+        summary = f"finished step {step} after {time.perf_counter() - run_start:.0f} s"
+        if last_eval:
+            summary += f"; val ppl {last_eval['val_ppl']:.3f} at step {last_eval['step']}"
+        print(summary, flush=True)
     if wandb_run is not None:
         wandb_run.finish()
     return last_eval

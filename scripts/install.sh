@@ -18,10 +18,12 @@ if ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
         "${PIP[@]}" install 'torch>=2.4,<3'
     elif [ "$(uname -s)" = "Linux" ]; then
-        # A local wheel cache (pip's find-links) may already hold the CPU build; otherwise use PyTorch's
-        # CPU-only package index.
-        "${PIP[@]}" install --no-index 'torch==2.13.0' 2>/dev/null \
-            || "${PIP[@]}" install 'torch>=2.4,<3' --index-url https://download.pytorch.org/whl/cpu
+        # 'torch==2.13.0+cpu' names the CPU-only build. PyPI has no such file, so where no local wheel
+        # cache provides it, pip fails at once and PyTorch's CPU-only index is used instead.
+        if ! "${PIP[@]}" install 'torch==2.13.0+cpu' 2>/dev/null; then
+            echo "no local CPU build of torch 2.13.0; installing from PyTorch's CPU-only index"
+            "${PIP[@]}" install 'torch>=2.4,<3' --index-url https://download.pytorch.org/whl/cpu
+        fi
     else
         "${PIP[@]}" install 'torch>=2.4,<3'
     fi
