@@ -71,6 +71,13 @@ def test_invalid_options(run_dir, arg, match):
         sample.sample([f"--out_dir={run_dir}", arg, "--device=cpu"])
 
 
+def test_cuda_device_without_cuda(run_dir):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(UserError, match="CUDA is not available here; use --device=cpu"):
+        sample.sample([f"--out_dir={run_dir}", "--device=cuda"])
+
+
 def test_nan_weights_are_rejected(run_dir, tmp_path):
     ckpt = load_checkpoint(str(run_dir / "ckpt.pt"))
     ckpt["model"]["wte.weight"][0, 0] = float("nan")
