@@ -93,3 +93,10 @@ def worker_pids(parent: int) -> list[int]:
             if int(fields[1]) == parent:
                 children.append(int(entry))
     return sorted(children)
+
+
+def test_torchrun_single_process_matches_plain_python(data_root, tmp_path):
+    plain = cli(data_root, tmp_path / "plain", 0, max_iters=6, eval_steps=[6])
+    single = cli(data_root, tmp_path / "torchrun", 1, max_iters=6, eval_steps=[6])
+    assert train_losses(single) == train_losses(plain)
+    assert val_ppls(single) == val_ppls(plain)
