@@ -393,6 +393,31 @@ def verdicts(rows_by_step: dict[int, list[Row]]) -> list[str]:
     return lines
 
 
+def dynact_layer_table(runs: list[Run]) -> list[str]:
+    """Return markdown lines with dynActGLU's alpha and beta per layer at the last step all its runs share.
+
+    The linear share |beta| / (|alpha - beta| + |beta|) is the weight of the linear term beta * x relative to
+    both terms of f(x) = (alpha - beta) * silu(x) + beta * x; it grows as a layer becomes more linear.
+    """
+    dyn = [r for r in runs if r.variant == "dynactglu" and any("alpha" in e for e in r.evals.values())]
+    if not dyn:
+        return []
+    step = max(set.intersection(*({s for s, e in r.evals.items() if "alpha" in e} for r in dyn)))
+    alpha = np.mean([r.evals[step]["alpha"] for r in dyn], axis=0)
+    beta = np.mean([r.evals[step]["beta"] for r in dyn], axis=0)
+    share = np.abs(beta) / (np.abs(alpha - beta) + np.abs(beta))
+    lines = [
+        f"## dynActGLU per layer at step {step} (mean over {len(dyn)} seeds)", "",
+        "Linear share = abs(beta) / (abs(alpha − beta) + abs(beta)), the weight of the linear term beta·x in "
+        "f(x) = (alpha − beta)·silu(x) + beta·x; it grows as a layer becomes more linear.", "",
+        "| layer | alpha | beta | alpha − beta | linear share |",
+        "|---|---|---|---|---|",
+    ]
+    for layer in range(len(alpha)):
+        lines.append(f"| {layer} | {alpha[layer]:.3f} | {beta[layer]:.3f} | {alpha[layer] - beta[layer]:.3f} | {share[layer]:.3f} |")
+    return lines + [""]
+
+
 def write_report(grid_dir: Path, runs: list[Run], use_reeval: bool) -> str:
     expected_seeds = len({r.seed for r in runs})
     steps = fixed_steps(runs)
@@ -421,6 +446,7 @@ def write_report(grid_dir: Path, runs: list[Run], use_reeval: bool) -> str:
         lines += ["| " + " | ".join(row_cells(row)) + " |" for row in rows]
         lines.append("")
     lines += ["## The paper's claims at this scale", ""] + verdicts(rows_by_step) + [""]
+    lines += dynact_layer_table(runs)
     text = "\n".join(lines)
     (grid_dir / "report.md").write_text(text)
 

@@ -80,6 +80,9 @@ def test_report_files_and_verdicts(grid):
     assert "Claim 1 (dynActGLU lower than SwiGLU at step 5620, paper: 10.3%): held" in text
     assert "Claim 2 (no gap at step 34300): consistent" in text
     assert "checkpoint inside a 34300-step schedule" in text
+    # alpha [1.0, 0.9] and beta [0.0, 0.1] in every dynactglu line: shares 0 and 0.1 / (0.8 + 0.1)
+    assert "| 0 | 1.000 | 0.000 | 1.000 | 0.000 |" in text
+    assert "| 1 | 0.900 | 0.100 | 0.800 | 0.111 |" in text
     csv_lines = (grid / "report.csv").read_text().splitlines()
     assert csv_lines[0].startswith("step,reading,variant")
     assert len(csv_lines) == 1 + 3 + 3
