@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from model import GPT, MLP_TYPES
-from settings import TrainConfig, UserError, parse_args
+from settings import TrainConfig, UserError, parse_args, report_user_error
 from train import cpu_name, data_dir_for, load_meta, measure_matmul_flops, pick_device, pick_dtype
 
 USAGE = (
@@ -433,10 +433,7 @@ def main() -> None:
     try:
         run_bench(argv)
     except UserError as e:
-        if os.environ.get("DYNACT_DEBUG"):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        report_user_error(e, 2)
 
 
 if __name__ == "__main__":

@@ -374,7 +374,7 @@ def verdicts(rows_by_step: dict[int, list[Row]]) -> list[str]:
         if early.diff_high < 0:
             held = "held: dynActGLU's PPL is lower, and the interval excludes 0"
             if early.reduction is not None and early.reduction < 0.103 / 2:
-                held += f", but the reduction is far smaller than the paper's 10.3%"
+                held += ", but the reduction is far smaller than the paper's 10.3%"
         elif early.diff_low > 0:
             held = "did not hold: dynActGLU's PPL is higher, and the interval excludes 0"
         else:

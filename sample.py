@@ -9,23 +9,16 @@ greedily.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import sys
 
 import torch
 
 from checkpoint import load_checkpoint
 from model import GPT, GPTConfig
-from settings import UserError
+from settings import ArgumentParser, UserError, report_user_error
 from tokenizer import tokenizer_from_description
 from train import pick_device
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        raise UserError(f"{message}; run `python sample.py --help` for the options")
 
 
 def build_parser() -> ArgumentParser:
@@ -125,10 +118,7 @@ def main() -> None:
     try:
         sample()
     except UserError as e:
-        if os.environ.get("DYNACT_DEBUG"):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        report_user_error(e, 2)
 
 
 if __name__ == "__main__":

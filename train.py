@@ -32,7 +32,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from checkpoint import load_checkpoint, save_checkpoint
-from model import GPT, GPTConfig
+from model import GPT
 from settings import TrainConfig, UserError, help_text, parse_args, report_user_error
 
 EXIT_USER_ERROR = 2
