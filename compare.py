@@ -351,7 +351,12 @@ def row_cells(row: Row) -> list[str]:
         return [row.variant, fmt(row.n_params, ","), f"0/{row.expected_seeds}", f"no step {row.step}", "–", "–", fmt(row.paper_ppl)]
     seeds = f"{len(row.seeds)}/{row.expected_seeds}"
     ppl = fmt(row.ppl_mean) + (f" ± {row.ppl_std:.3f}" if row.ppl_std is not None else "")
-    reduction = "baseline" if row.variant == BASELINE else fmt(None if row.reduction is None else 100 * row.reduction, "+.2f") + "%"
+    if row.variant == BASELINE:
+        reduction = "baseline"
+    elif row.reduction is None:
+        reduction = "–"
+    else:
+        reduction = f"{100 * row.reduction:+.2f}%"
     if row.variant == BASELINE:
         diff = "–"
     elif row.diff_low is None:

@@ -162,7 +162,7 @@ def eval_windows(n_val_tokens: int, eval_tokens: int, block_size: int) -> np.nda
     """Return the offsets of the fixed validation windows.
 
     The first eval_tokens tokens of val.bin (all of it when eval_tokens is 0) are cut into consecutive,
-    non-overlapping windows of block_size inputs; each window's targets are its inputs shifted by one.
+    non-overlapping windows of block_size inputs. Each window's targets are its inputs shifted by one.
     """
     usable = n_val_tokens - 1
     if eval_tokens:
@@ -369,7 +369,7 @@ def evaluate(
 ) -> float:
     """Return the mean next-token cross-entropy over the fixed validation windows, in nats.
 
-    Windows are split across processes; each window's loss sum lands in its own slot, so the all-reduced
+    Windows are split across processes. Each window's loss sum lands in its own slot, so the all-reduced
     total is the same as a single process computes.
     """
     model.eval()
@@ -567,7 +567,10 @@ def run(cfg: TrainConfig, dist_info: Distributed) -> dict:
 
     # fast_model serves evaluation, which needs no gradient sync; model adds DDP for training
     fast_model: torch.nn.Module = torch.compile(raw_model) if cfg.compile else raw_model
-    model = DDP(fast_model, device_ids=[device.index] if device.type == "cuda" else None) if dist_info.enabled else fast_model
+    model = fast_model
+    if dist_info.enabled:
+        device_ids = [device.index] if device.type == "cuda" else None
+        model = DDP(fast_model, device_ids=device_ids)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
 
     wandb_run = start_wandb(cfg) if cfg.wandb_log and dist_info.is_main else None

@@ -53,7 +53,8 @@ def test_report_arithmetic(grid):
     assert dyn.diff_low == pytest.approx(-0.4 - half)
     assert dyn.diff_high == pytest.approx(-0.4 + half)
     assert dyn.paired == 3
-    assert dyn.paper_ppl == 4.047 and rows["swiglu"].paper_ppl == 4.514
+    assert dyn.paper_ppl == 4.047
+    assert rows["swiglu"].paper_ppl == 4.514
 
 
 def test_t_interval_needs_two_values():
@@ -120,7 +121,8 @@ def test_grid_skips_finished_runs_and_reeval_is_stable(data_root, tmp_path):
     report = run_compare("report", str(out))
     assert report.returncode == 0, report.stderr
     assert "## Step 6 (end of a 6-step schedule)" in report.stdout
-    assert (out / "report.md").exists() and (out / "val_ppl.png").exists()
+    assert (out / "report.md").exists()
+    assert (out / "val_ppl.png").exists()
 
 
 def test_grid_resumes_interrupted_run(data_root, tmp_path):

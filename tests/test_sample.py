@@ -42,7 +42,8 @@ def test_prompt_from_file(run_dir, tmp_path):
 
 def test_empty_prompt_starts_from_newline(run_dir):
     texts = sample.sample([f"--out_dir={run_dir}", "--start=", "--max_new_tokens=5", "--num_samples=1", "--device=cpu"])
-    assert texts[0].startswith("\n") and len(texts[0]) == 6
+    assert texts[0].startswith("\n")
+    assert len(texts[0]) == 6
 
 
 def test_unknown_prompt_characters_are_listed(run_dir):

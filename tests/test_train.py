@@ -38,7 +38,8 @@ def test_batches_depend_only_on_seed_and_step():
     c = train.batch_offsets(seed=3, step=8, n_windows=16, n_tokens=10_000, block_size=32)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
-    assert a.min() >= 0 and a.max() <= 10_000 - 32 - 1
+    assert a.min() >= 0
+    assert a.max() <= 10_000 - 32 - 1
 
 
 def test_eval_windows_are_consecutive_blocks():
@@ -55,7 +56,8 @@ def test_val_ppl_at_fixed_steps_with_checkpoints(data_root, tmp_path):
     for r in records:
         if "val_ppl" in r:
             assert r["val_ppl"] == pytest.approx(math.exp(r["val_loss"]))
-            assert len(r["alpha"]) == 2 and len(r["beta"]) == 2
+            assert len(r["alpha"]) == 2
+            assert len(r["beta"]) == 2
     assert (tmp_path / "ckpt_000010.pt").exists()
     assert (tmp_path / "ckpt_000024.pt").exists()
     assert load_checkpoint(str(tmp_path / "ckpt.pt"))["step"] == 24
@@ -142,6 +144,6 @@ def test_wandb_failure_only_warns(data_root, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(builtins, "__import__", no_wandb)
     records = run(data_root, tmp_path, max_iters=4, eval_steps=[4], wandb_log=True)
-    assert val_ppls(records) and 4 in val_ppls(records)
+    assert 4 in val_ppls(records)
     warnings = [l for l in capsys.readouterr().err.splitlines() if l.startswith("warning: wandb")]
     assert len(warnings) == 1
