@@ -217,8 +217,8 @@ def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, fl
 def summarize(step: int, ppl: dict[str, dict[int, float]], n_params: dict[str, int | None], expected_seeds: int) -> list[Row]:
     """Build one table row per variant for one step; ppl maps variant -> seed -> val PPL at that step.
 
-    Variants or seeds without this step are simply absent from ppl; rows then say how many seeds they
-    average, and the paired difference uses only the seeds present for both the variant and SwiGLU.
+    Variants or seeds without this step are absent from ppl. Each row then records how many seeds it
+    averages, and the paired difference uses only the seeds present for both the variant and SwiGLU.
     """
     base = ppl.get(BASELINE, {})
     base_mean = float(np.mean(list(base.values()))) if base else None
@@ -367,7 +367,10 @@ def row_cells(row: Row) -> list[str]:
 
 
 def verdicts(rows_by_step: dict[int, list[Row]]) -> list[str]:
-    """State, from the confidence intervals, whether the paper's two claims held in these runs."""
+    """Return one line per claim of the dynActivation abstract (PAPER_PPL) saying whether it held here.
+
+    A claim counts as shown only when the 95% confidence interval of the paired difference excludes 0.
+    """
     lines = []
     dyn = {step: next((r for r in rows if r.variant == "dynactglu"), None) for step, rows in rows_by_step.items()}
     early, late = dyn.get(5620), dyn.get(34300)

@@ -50,7 +50,7 @@ class GPTConfig:
     dynact_alpha_init: float = 1.0
     dynact_beta_init: float = 0.0
     # The embedding table is padded to a multiple of 64 rows, because matrix multiplies run faster on
-    # such shapes; ids at or above vocab_size are never produced by generate().
+    # such shapes. forward() drops the padding logits, so generate() never produces those ids.
     vocab_multiple: int = 64
     padded_vocab_size: int = field(init=False)
 

@@ -1,6 +1,6 @@
 """Training settings: defaults, config files and --key=value overrides.
 
-A config file is plain Python that assigns settings (`learning_rate = 1e-3`); names starting with an
+A config file is plain Python that assigns settings (`learning_rate = 1e-3`). Names starting with an
 underscore, modules, functions and classes in it are ignored, so a file may import another config with
 `from config.shakespeare_char import *`. Files apply in order, then `--key=value` overrides; a value is
 parsed as a Python literal, and for text settings an unquoted word is taken as a string.
@@ -55,7 +55,7 @@ class TrainConfig:
     keep_last: int = 0  # keep this many ckpt_periodic_*.pt copies of periodic checkpoints; 0: none
     # data
     dataset: str = "shakespeare_char"  # a folder under data/ written by data/prepare.py
-    data_root: str = ""  # folder that holds the dataset folders; empty: data/ beside train.py
+    data_root: str = ""  # folder that contains the dataset folders; empty: data/ beside train.py
     batch_size: int = 64  # sequences per micro-step and process
     block_size: int = 256
     gradient_accumulation_steps: int = 1  # micro-steps per optimizer step, summed over all processes
@@ -208,11 +208,16 @@ def read_config_file(path: str) -> dict[str, object]:
     }
 
 
-def apply_setting(values: dict[str, object], key: str, value: object, where: str) -> None:
+def setting_type(key: str, where: str) -> object:
+    """Return the type of setting `key`, or raise UserError naming the closest valid key."""
     types_by_key = field_types()
     if key not in types_by_key:
         raise UserError(f"unknown setting '{key}' in {where}; {closest_key_hint(key)}")
-    values[key] = check_type(key, value, types_by_key[key])
+    return types_by_key[key]
+
+
+def apply_setting(values: dict[str, object], key: str, value: object, where: str) -> None:
+    values[key] = check_type(key, value, setting_type(key, where))
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -262,10 +267,8 @@ def parse_args(argv: list[str]) -> TrainConfig:
             key, sep, text = arg[2:].partition("=")
             if not sep:
                 raise UserError(f"argument {arg!r} has no value; write --{key}=VALUE")
-            types_by_key = field_types()
-            if key not in types_by_key:
-                raise UserError(f"unknown setting '{key}' in {arg!r}; {closest_key_hint(key)}")
-            apply_setting(values, key, parse_value(key, text, types_by_key[key]), repr(arg))
+            expected = setting_type(key, repr(arg))
+            apply_setting(values, key, parse_value(key, text, expected), repr(arg))
         else:
             for key, value in read_config_file(arg).items():
                 apply_setting(values, key, value, f"config file {arg!r}")

@@ -4,8 +4,8 @@
     torchrun --standalone --nproc_per_node=8 train.py config/dynactglu.py
 
 Steps count optimizer updates. The global batch of the update that takes the model from step s to s + 1
-is a pure function of (seed, s), the same for any number of processes, so runs are reproducible and a
-resumed run continues exactly. Evaluation at step s uses the model after s updates, on validation windows
+is a pure function of (seed, s) and the same for any number of processes. Runs are therefore
+reproducible, and a resumed run continues exactly. Evaluation at step s uses the model after s updates, on validation windows
 that are the same for every run (see eval_windows).
 
 Exit codes: 0 finished, 2 invalid input (one `error:` line on stderr), 75 stopped by SIGTERM or SIGUSR1
@@ -99,7 +99,7 @@ def load_meta(data_dir: str, dataset: str) -> dict:
 
 
 def open_tokens(path: str, dtype: str, min_tokens: int, dataset: str) -> np.memmap:
-    """Memory-map a token file once; it must hold at least min_tokens tokens."""
+    """Memory-map a token file once; it must contain at least min_tokens tokens."""
     if not os.path.isfile(path):
         raise UserError(f"{path!r} not found; rerun `python data/prepare.py {dataset}`")
     itemsize = np.dtype(dtype).itemsize
@@ -110,7 +110,7 @@ def open_tokens(path: str, dtype: str, min_tokens: int, dataset: str) -> np.memm
         )
     if size // itemsize < min_tokens:
         raise UserError(
-            f"{path!r} holds {size // itemsize} tokens, fewer than block_size + 1 = {min_tokens}; "
+            f"{path!r} contains {size // itemsize} tokens, fewer than block_size + 1 = {min_tokens}; "
             "lower block_size or use a larger corpus"
         )
     return np.memmap(path, dtype=dtype, mode="r")

@@ -1,5 +1,5 @@
 # CPU-size overlay: apply after a variant, e.g. `python train.py config/dynactglu.py config/cpu.py`.
-# A small model and schedule that finish in a few minutes on 2 CPU cores; only the sizes and the
+# A small model and schedule that finish in a few minutes on 2 CPU cores. Only the sizes and the
 # schedule change, so every variant still shares the same setup.
 out_dir = "out/cpu/{mlp}-s{seed}"
 device = "cpu"

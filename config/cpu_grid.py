@@ -1,4 +1,4 @@
-# CPU-scale reproduction of the comparison: the paper's step counts (5620 and 34300) with a model small
+# CPU-scale reproduction of the comparison: the dynActivation abstract's step counts (5620 and 34300) with a model small
 # enough that 4 variants x 3 seeds train in about 75 minutes on 2 CPU cores, two runs at a time:
 #   python compare.py run --variants swiglu dynactglu geglu gelu --seeds 0 1 2 config/cpu_grid.py --jobs 2 --out=runs/cpu
 # Everything else (schedule, optimizer, eval steps) is the paper-scale setup.

@@ -432,7 +432,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace an output folder that holds data prepared from another source or with other options",
+        help="replace an output folder that contains data prepared from another source or with other options",
     )
     return parser.parse_args(argv)
 
@@ -587,7 +587,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return meta
     if existing is not None and not args.overwrite:
         raise fail(
-            f"{out_dir} already holds data prepared from {existing.get('source')!r} with other settings; "
+            f"{out_dir} already contains data prepared from {existing.get('source')!r} with other settings; "
             "pass --overwrite to replace it, or choose another dataset name or --out_dir"
         )
     write_outputs(out_dir, train, val, meta)

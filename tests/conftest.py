@@ -22,7 +22,7 @@ def load_prepare_module():
 
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
-    """A data root whose folder `chars` holds the corpus prepared at character level."""
+    """A data root whose folder `chars` contains the corpus prepared at character level."""
     root = tmp_path_factory.mktemp("data")
     load_prepare_module().main(["chars", f"--input={CORPUS}", "--tokenizer=char", f"--out_dir={root / 'chars'}"])
     return root

@@ -75,7 +75,7 @@ def test_missing_data_folder(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("damage, fragments", [
-    ("short_train", ["holds 10 tokens, fewer than block_size + 1 = 33"]),
+    ("short_train", ["contains 10 tokens, fewer than block_size + 1 = 33"]),
     ("short_val", ["val.bin", "fewer than block_size + 1"]),
     ("odd_bytes", ["not a whole number of uint16 tokens"]),
     ("no_meta", ["meta.json' not found", "python data/prepare.py chars"]),
@@ -196,7 +196,8 @@ def test_cli_prints_one_line(script, args, fragment):
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and fragment in lines[0]
+    assert lines[0].startswith("error: ")
+    assert fragment in lines[0]
 
 
 def test_debug_variable_shows_traceback(data_root, tmp_path):
@@ -204,4 +205,5 @@ def test_debug_variable_shows_traceback(data_root, tmp_path):
     result = subprocess.run([PYTHON, str(REPO / "train.py"), "--nope=1"], capture_output=True, text=True, env=env, cwd=REPO,
                             timeout=120)
     assert result.returncode != 0
-    assert "Traceback" in result.stderr and "UserError" in result.stderr
+    assert "Traceback" in result.stderr
+    assert "UserError" in result.stderr

@@ -88,7 +88,8 @@ def test_one_dynact_pair_per_layer():
     names = [n for n, _ in model.named_parameters() if n.endswith((".alpha", ".beta"))]
     assert len(names) == 6
     alphas, betas = model.dynact_parameters()
-    assert alphas == [1.0, 1.0, 1.0] and betas == [0.0, 0.0, 0.0]
+    assert alphas == [1.0, 1.0, 1.0]
+    assert betas == [0.0, 0.0, 0.0]
 
 
 @pytest.mark.parametrize("mlp", MLP_TYPES)
@@ -104,7 +105,8 @@ def test_flops_per_token_counts_matrices(mlp):
 def test_optimizer_groups_exclude_alpha_beta_from_decay():
     model = GPT(small_config(bias=True))
     decay, no_decay = model.optimizer_groups(weight_decay=0.1)
-    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert decay["weight_decay"] == 0.1
+    assert no_decay["weight_decay"] == 0.0
     decayed = {id(p) for p in decay["params"]}
     for name, p in model.named_parameters():
         is_matrix = p.dim() >= 2

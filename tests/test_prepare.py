@@ -561,7 +561,7 @@ def test_changed_source_needs_overwrite(tmp_path: Path) -> None:
     run_prepare(tmp_path / "out", "letters", f"--input={source}", "--tokenizer=char")
     saved = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
     source.write_text("0123456789" * 20)
-    with pytest.raises(SystemExit, match="already holds data prepared from .* pass --overwrite"):
+    with pytest.raises(SystemExit, match="already contains data prepared from .* pass --overwrite"):
         run_prepare(tmp_path / "out", "letters", f"--input={source}", "--tokenizer=char")
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == saved
 

@@ -122,7 +122,9 @@ def test_non_finite_loss_cli_message(data_root, tmp_path):
                                      min_lr=0.0, eval_steps=[0]))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "last good checkpoint" in lines[0]
+    assert len(lines) == 1
+    assert lines[0].startswith("error: ")
+    assert "last good checkpoint" in lines[0]
 
 
 class NotPlainData:

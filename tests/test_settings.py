@@ -36,7 +36,8 @@ def test_variant_configs_differ_only_in_mlp():
     paper = configs["dynactglu"]
     assert (paper["n_layer"], paper["n_head"], paper["n_embd"], paper["block_size"]) == (6, 6, 384, 256)
     assert (paper["batch_size"] * paper["gradient_accumulation_steps"], paper["dropout"]) == (64, 0.2)
-    assert paper["max_iters"] == 34300 and paper["eval_steps"] == [5620, 34300]
+    assert paper["max_iters"] == 34300
+    assert paper["eval_steps"] == [5620, 34300]
 
 
 def test_unknown_key_suggests_closest():
