@@ -93,6 +93,40 @@ def sum_of_products(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).sum(dtype=torch.float32)
 
 
+def dynact_scalar_grads(grad_f: Tensor, silu_x: Tensor, x: Tensor, alpha: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+    """Return the gradients of alpha and beta, given the gradient of f(x) = (alpha - beta) * silu(x) + beta * x.
+
+    d/d alpha = sum(grad_f * silu(x)) and d/d beta = sum(grad_f * (x - silu(x))), reduced in float32 and
+    returned in the parameters' dtype.
+    """
+    grad_silu = sum_of_products(grad_f, silu_x)
+    grad_identity = sum_of_products(grad_f, x)
+    return grad_silu.to(alpha.dtype), (grad_identity - grad_silu).to(beta.dtype)
+
+
+def dynact_input_grad(grad_f: Tensor, x: Tensor, scale: Tensor, beta: Tensor, out: Tensor | None = None) -> Tensor:
+    """Return grad_f * f'(x), where f'(x) = scale * silu'(x) + beta and scale = alpha - beta.
+
+    The result is written into out when it is given, which saves an allocation when a buffer is free.
+    """
+    # silu_backward computes grad_f * silu'(x) in one pass.
+    if out is None:
+        grad_x = torch.ops.aten.silu_backward(grad_f, x)
+    else:
+        grad_x = torch.ops.aten.silu_backward.grad_input(grad_f, x, grad_input=out)
+    grad_x.mul_(scale)
+    return grad_x.addcmul_(grad_f, beta)
+
+
+def silu_dynact(x: Tensor, scale: Tensor, beta: Tensor, silu_x: Tensor | None = None) -> Tensor:
+    """Return f(x) = scale * silu(x) + beta * x as a new tensor, reusing silu_x = silu(x) when it is given."""
+    if silu_x is None:
+        y = F.silu(x).mul_(scale)
+    else:
+        y = torch.mul(silu_x, scale)
+    return y.addcmul_(x, beta)
+
+
 class SiLUDynActFunction(torch.autograd.Function):
     """dynActivation with a SiLU base, f(x) = x * (beta + (alpha - beta) * sigmoid(x)), in few elementwise passes.
 
@@ -106,9 +140,7 @@ class SiLUDynActFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, x: Tensor, alpha: Tensor, beta: Tensor) -> Tensor:
         ctx.save_for_backward(x, alpha, beta)
-        y = F.silu(x)
-        y.mul_((alpha - beta).to(x.dtype))
-        return y.addcmul_(x, beta.to(x.dtype))
+        return silu_dynact(x, (alpha - beta).to(x.dtype), beta.to(x.dtype))
 
     @staticmethod
     @once_differentiable
@@ -119,24 +151,51 @@ class SiLUDynActFunction(torch.autograd.Function):
         # One buffer serves first as silu(x) and then as the gradient of x, which saves an allocation.
         buffer = F.silu(x) if needs_scalar_grads else torch.empty_like(x)
         if needs_scalar_grads:
-            # d/d alpha = sum(grad * silu(x)),  d/d beta = sum(grad * (x - silu(x)))
-            grad_silu = sum_of_products(grad, buffer)
-            grad_identity = sum_of_products(grad, x)
-            grad_alpha = grad_silu.to(alpha.dtype)
-            grad_beta = (grad_identity - grad_silu).to(beta.dtype)
+            grad_alpha, grad_beta = dynact_scalar_grads(grad, buffer, x, alpha, beta)
         if ctx.needs_input_grad[0]:
-            # f'(x) = (alpha - beta) * silu'(x) + beta, and silu_backward computes grad * silu'(x) in one pass
-            grad_x = torch.ops.aten.silu_backward.grad_input(grad, x, grad_input=buffer)
-            grad_x.mul_((alpha - beta).to(x.dtype))
-            grad_x.addcmul_(grad, beta.to(x.dtype))
+            grad_x = dynact_input_grad(grad, x, (alpha - beta).to(x.dtype), beta.to(x.dtype), out=buffer)
         return grad_x, grad_alpha, grad_beta
+
+
+class SiLUDynActGLUFunction(torch.autograd.Function):
+    """The dynActGLU gate product h = f(g) * u with a SiLU base, f(g) = (alpha - beta) * silu(g) + beta * g.
+
+    SwiGLU's silu(g) * u saves g, silu(g) and u for backward. This Function saves the same three tensors
+    (and the 0-dim alpha and beta), so dynActGLU keeps exactly SwiGLU's activation memory. Because silu(g)
+    is saved, backward rebuilds f(g) with two cheap elementwise passes and never evaluates silu again.
+    Every new tensor it allocates corresponds to one that SwiGLU's autograd allocates as well. Backward is
+    not differentiable again (no double backward).
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, g: Tensor, u: Tensor, alpha: Tensor, beta: Tensor) -> Tensor:
+        silu_g = F.silu(g)
+        ctx.save_for_backward(g, silu_g, u, alpha, beta)
+        return silu_dynact(g, (alpha - beta).to(g.dtype), beta.to(g.dtype), silu_g).mul_(u)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad_h: Tensor) -> tuple[Tensor | None, ...]:
+        g, silu_g, u, alpha, beta = ctx.saved_tensors
+        scale = (alpha - beta).to(g.dtype)
+        beta_ = beta.to(g.dtype)
+        grad_u = grad_alpha = grad_beta = None
+        if ctx.needs_input_grad[1]:
+            # grad_u = grad_h * f(g), with f(g) rebuilt in the output buffer
+            grad_u = silu_dynact(g, scale, beta_, silu_g).mul_(grad_h)
+        grad_f = grad_h * u
+        if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
+            grad_alpha, grad_beta = dynact_scalar_grads(grad_f, silu_g, g, alpha, beta)
+        grad_g = dynact_input_grad(grad_f, g, scale, beta_) if ctx.needs_input_grad[0] else None
+        return grad_g, grad_u, grad_alpha, grad_beta
 
 
 class DynActivation(nn.Module):
     """dynActivation f(x) = base(x) * (alpha - beta) + beta * x with learned scalars alpha and beta.
 
-    The SiLU base runs through SiLUDynActFunction, which torch.compile also traces without a graph break.
-    Other bases, and modules with use_reference=True, evaluate the formula with ordinary autograd.
+    The SiLU base runs through SiLUDynActFunction, and inside a GLU through SiLUDynActGLUFunction (see
+    gate()); torch.compile traces both without a graph break. Other bases, and modules with
+    use_reference=True, evaluate the formula with ordinary autograd.
     """
 
     def __init__(self, base: str = "silu", alpha_init: float = 1.0, beta_init: float = 0.0) -> None:
@@ -148,9 +207,20 @@ class DynActivation(nn.Module):
         self.use_reference = False
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.base_name == "silu" and not self.use_reference:
-            return SiLUDynActFunction.apply(x, self.alpha, self.beta)
-        return self.reference(x)
+        if self.base_name != "silu" or self.use_reference:
+            return self.reference(x)
+        if not torch.is_grad_enabled():
+            # without autograd the Function's bookkeeping is pure overhead, which matters when sampling
+            return silu_dynact(x, (self.alpha - self.beta).to(x.dtype), self.beta.to(x.dtype))
+        return SiLUDynActFunction.apply(x, self.alpha, self.beta)
+
+    def gate(self, g: Tensor, u: Tensor) -> Tensor:
+        """Return the GLU gate product f(g) * u, through SiLUDynActGLUFunction for the SiLU base."""
+        if self.base_name != "silu" or self.use_reference:
+            return self(g) * u
+        if not torch.is_grad_enabled():
+            return silu_dynact(g, (self.alpha - self.beta).to(g.dtype), self.beta.to(g.dtype)).mul_(u)
+        return SiLUDynActGLUFunction.apply(g, u, self.alpha, self.beta)
 
     def reference(self, x: Tensor) -> Tensor:
         """Evaluate the formula with ordinary autograd."""
@@ -198,7 +268,9 @@ class GLUMLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.w_down(self.act(self.w_gate(x)) * self.w_up(x)))
+        g, u = self.w_gate(x), self.w_up(x)
+        h = self.act.gate(g, u) if isinstance(self.act, DynActivation) else self.act(g) * u
+        return self.dropout(self.w_down(h))
 
 
 class KVCache(nn.Module):
@@ -313,12 +385,13 @@ class GPT(nn.Module):
         return n
 
     def forward(
-        self, idx: Tensor, targets: Tensor | None = None, start_pos: int | None = None
+        self, idx: Tensor, targets: Tensor | None = None, start_pos: int | None = None, last_only: bool = False
     ) -> tuple[Tensor, Tensor | None]:
         """Return logits (B, T, vocab_size) and, with targets, the mean cross-entropy loss.
 
         With start_pos (used by generate), idx contains positions start_pos .. start_pos + T - 1 and the
         attention layers read the earlier positions from their KV caches and store the new ones there.
+        With last_only (and no targets), the head runs on the last position only and logits are (B, 1, vocab_size).
         """
         B, T = idx.shape
         first = start_pos or 0
@@ -329,6 +402,8 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x, start_pos)
         # Padding rows of the head are dropped, so the softmax covers only real token ids.
+        if last_only and targets is None:
+            x = x[:, -1:]
         logits = self.lm_head(self.ln_f(x))[..., : self.config.vocab_size]
         if targets is None:
             return logits, None
@@ -393,7 +468,6 @@ class GPT(nn.Module):
         for block in self.blocks:
             block.attn.kv_cache = KVCache(self.config.block_size) if enabled else None
 
-    @torch.no_grad()
     def generate(
         self,
         idx: Tensor,
@@ -410,22 +484,36 @@ class GPT(nn.Module):
         forward() returns logits for real ids only, so ids at or above the tokenizer's vocab_size (padding
         rows of the embedding) are never sampled.
 
-        With use_cache, the prompt runs once (prefill) and every later step runs only the newest token
-        against the cached keys and values. Positions are absolute, so once the sequence is longer than
-        block_size the window slides, every position changes and the cache is no longer valid. From then
-        on each step re-runs the last block_size ids, exactly as without the cache.
+        The model is given the ids that context_start() selects: all of them up to block_size, and past
+        that a window of at least the newest ceil(block_size / 2) ids, which is cut back when it is full.
+        use_cache changes the speed only, never the ids: with it, the window runs once (prefill) and
+        every later step runs only the newest id against the cached keys and values, until the window is
+        cut back and the next prefill starts.
         """
         check_sampling(temperature, top_k, top_p)
+        # inference_mode skips autograd's bookkeeping, which no_grad still does. The clone turns the
+        # result back into an ordinary tensor that callers may also use in autograd.
+        with torch.inference_mode():
+            out = self._generate(idx, max_new_tokens, temperature, top_k, top_p, use_cache)
+        return out.clone()
+
+    def _generate(
+        self, idx: Tensor, max_new_tokens: int, temperature: float, top_k: int | None, top_p: float, use_cache: bool
+    ) -> Tensor:
         block_size = self.config.block_size
-        n_cached = 0  # ids at the start of idx whose keys and values are in the caches
+        window_start = -1  # index in idx of the window's first id, whose position is 0
+        n_cached = 0  # ids of the window whose keys and values are in the caches, counted from idx's start
         if use_cache:
             self.set_kv_caches(True)
         try:
             for _ in range(max_new_tokens):
-                if not use_cache or idx.size(1) > block_size:
-                    logits, _ = self(idx[:, -block_size:])
+                start = context_start(idx.size(1), block_size)
+                if not use_cache:
+                    logits, _ = self(idx[:, start:], last_only=True)
                 else:
-                    logits, _ = self(idx[:, n_cached:], start_pos=n_cached)
+                    if start != window_start:
+                        window_start = n_cached = start
+                    logits, _ = self(idx[:, n_cached:], start_pos=n_cached - window_start, last_only=True)
                     n_cached = idx.size(1)
                 next_id = pick_next_token(logits[:, -1, :].float(), temperature, top_k, top_p)
                 idx = torch.cat((idx, next_id), dim=1)
@@ -433,6 +521,24 @@ class GPT(nn.Module):
             if use_cache:
                 self.set_kv_caches(False)
         return idx
+
+
+def context_start(length: int, block_size: int) -> int:
+    """Return the index of the first id in the model's input when it predicts the id after `length` ids.
+
+    Up to block_size ids the input contains all of them. When a sequence first outgrows block_size, the
+    window restarts with its newest keep = block_size - block_size // 2 ids and then grows by one id per
+    step until it holds block_size ids again, and so on. Positions are absolute (0 at the window's
+    start), so a KV cache stays valid while the window grows and is refilled once per restart, which
+    costs one forward over keep ids every block_size - keep + 1 steps. Sliding the window by one id per
+    step would keep every step at block_size ids of context but move every position, so no step could
+    use the cache.
+    """
+    if length <= block_size:
+        return 0
+    keep = block_size - block_size // 2
+    period = block_size + 1 - keep
+    return length - keep - (length - block_size - 1) % period
 
 
 def check_sampling(temperature: float, top_k: int | None, top_p: float) -> None:

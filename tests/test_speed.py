@@ -7,7 +7,10 @@ import pytest
 import torch
 
 import bench
-from model import DYNACT_BASES, GPT, DynActivation, GLUMLP, GPTConfig, SiLUDynActFunction, top_p_filter
+from model import (
+    DYNACT_BASES, GPT, DynActivation, GLUMLP, GPTConfig, SiLUDynActFunction, SiLUDynActGLUFunction, context_start,
+    top_p_filter,
+)
 
 SCALARS = [(1.0, 0.0), (0.7, -0.3), (-1.2, 0.8), (0.5, 0.5)]
 
@@ -69,6 +72,68 @@ def test_fused_only_for_silu_base():
         torch.testing.assert_close(act(x), expected)
 
 
+@pytest.mark.parametrize("alpha, beta", SCALARS)
+def test_fused_glu_gradcheck_float64(alpha, beta):
+    torch.manual_seed(6)
+    inputs = (
+        (3 * torch.randn(5, 7, dtype=torch.float64)).requires_grad_(),
+        torch.randn(5, 7, dtype=torch.float64, requires_grad=True),
+        torch.tensor(alpha, dtype=torch.float64, requires_grad=True),
+        torch.tensor(beta, dtype=torch.float64, requires_grad=True),
+    )
+    assert torch.autograd.gradcheck(SiLUDynActGLUFunction.apply, inputs)
+
+
+def gate_grads(act: DynActivation, g: torch.Tensor, u: torch.Tensor, grad: torch.Tensor) -> list[torch.Tensor]:
+    """Run act.gate forward and backward, and return the output and the gradients of g, u, alpha and beta."""
+    g = g.detach().requires_grad_()
+    u = u.detach().requires_grad_()
+    act.zero_grad(set_to_none=True)
+    h = act.gate(g, u)
+    h.backward(grad)
+    return [h.detach(), g.grad, u.grad, act.alpha.grad, act.beta.grad]
+
+
+@pytest.mark.parametrize("alpha, beta", SCALARS)
+def test_fused_glu_matches_reference_float32(alpha, beta):
+    torch.manual_seed(7)
+    act = DynActivation("silu")
+    set_scalars(act, alpha, beta)
+    g, u, grad = 3 * torch.randn(48, 96), torch.randn(48, 96), torch.randn(48, 96)
+    fused = gate_grads(act, g, u, grad)
+    act.use_reference = True
+    reference = gate_grads(act, g, u, grad)
+    names = ("output", "g grad", "u grad", "alpha grad", "beta grad")
+    for name, got, expected in zip(names, fused, reference):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4, msg=name)
+
+
+def test_glu_uses_fused_gate_only_for_silu_base():
+    x = torch.randn(4, 32)
+    for base in DYNACT_BASES:
+        mlp = GLUMLP(small_config(mlp="dynactglu", dynact_base=base, dynact_alpha_init=0.8, dynact_beta_init=0.1))
+        names = []
+        mlp.w_down.register_forward_pre_hook(lambda module, args: names.append(type(args[0].grad_fn).__name__))
+        got = mlp(x)
+        assert ("SiLUDynActGLU" in names[0]) == (base == "silu"), base
+        g, u = mlp.w_gate(x), mlp.w_up(x)
+        expected = mlp.w_down((DYNACT_BASES[base](g) * (0.8 - 0.1) + 0.1 * g) * u)
+        torch.testing.assert_close(got, expected, msg=base)
+
+
+def test_fused_glu_frozen_scalars():
+    act = DynActivation("silu", alpha_init=1.3, beta_init=0.2).requires_grad_(False)
+    g = torch.randn(8, 9, requires_grad=True)
+    u = torch.randn(8, 9, requires_grad=True)
+    act.gate(g, u).sum().backward()
+    expected_g = g.detach().requires_grad_()
+    expected_u = u.detach().requires_grad_()
+    act.use_reference = True
+    act.gate(expected_g, expected_u).sum().backward()
+    torch.testing.assert_close(g.grad, expected_g.grad)
+    torch.testing.assert_close(u.grad, expected_u.grad)
+
+
 def test_fused_without_scalar_grads():
     act = DynActivation("silu", alpha_init=1.3, beta_init=0.2).requires_grad_(False)
     x = torch.randn(8, 9, requires_grad=True)
@@ -115,15 +180,15 @@ def mlp_saved_bytes(mlp: GLUMLP, x: torch.Tensor) -> int:
     return bench.saved_tensor_bytes(lambda: mlp(x), list(mlp.parameters()))
 
 
-def test_saved_bytes_fused_not_above_swiglu():
+def test_saved_bytes_fused_equal_swiglu():
     x = torch.randn(64, 32, requires_grad=True)
     swiglu = mlp_saved_bytes(GLUMLP(small_config(mlp="swiglu")), x)
     dynact = GLUMLP(small_config(mlp="dynactglu"))
     fused = mlp_saved_bytes(dynact, x)
     dynact.act.use_reference = True
     reference = mlp_saved_bytes(dynact, x)
-    assert fused <= swiglu
-    # the formula saves silu(x) as well, so the count does see the difference
+    assert fused == swiglu
+    # the formula saves silu(x) and f(x) as well, so the count does see the difference
     assert reference > swiglu
 
 
@@ -143,9 +208,37 @@ def test_kv_cache_prefill_then_single_tokens():
     lengths = []
     model.blocks[0].register_forward_pre_hook(lambda module, args: lengths.append(args[0].size(1)))
     model.generate(torch.zeros(1, 4, dtype=torch.long), 16, temperature=0)
-    # the prefill of 4 ids, one id per step while the sequence has 5 to 16 ids, then windows of 16
-    assert lengths == [4] + [1] * 12 + [16] * 3
+    # the prefill of 4 ids, one id per step while the sequence has 5 to 16 ids, then at 17 ids the
+    # window restarts with the newest 8 (a second prefill) and grows by one id per step again
+    assert lengths == [4] + [1] * 12 + [8] + [1] * 2
     assert all(block.attn.kv_cache is None for block in model.blocks)
+
+
+@pytest.mark.parametrize("block_size", [1, 2, 3, 8, 9])
+def test_context_window_bounds_and_restarts(block_size):
+    keep = block_size - block_size // 2
+    previous_start = 0
+    for length in range(1, 5 * block_size + 3):
+        start = context_start(length, block_size)
+        window = length - start
+        assert window <= block_size, (length, start)
+        assert window >= min(length, keep), (length, start)
+        assert start >= previous_start, (length, start)
+        if start != previous_start:
+            # a restart keeps exactly the newest keep ids, and happens only when the window was full
+            assert window == keep, (length, start)
+            assert length - 1 - previous_start == block_size, (length, start)
+        previous_start = start
+
+
+def test_kv_cache_long_generation_equals_no_cache():
+    torch.manual_seed(8)
+    model = GPT(small_config(block_size=9)).eval()
+    idx = torch.randint(0, 50, (2, 3))
+    # 60 new ids restart the 9-id window several times
+    cached = model.generate(idx, 60, temperature=0, use_cache=True)
+    uncached = model.generate(idx, 60, temperature=0, use_cache=False)
+    assert torch.equal(cached, uncached)
 
 
 def test_top_p_keeps_smallest_set():
@@ -209,11 +302,39 @@ def test_bench_writes_json(tmp_path):
         assert report["sample"][name]["same_tokens"] is True
 
 
+def test_bench_train_loop_ratio(data_root, tmp_path):
+    path = tmp_path / "bench.json"
+    argv = [
+        f"--data_root={data_root}", "--dataset=chars", "--n_layer=1", "--n_embd=32", "--n_head=2",
+        "--block_size=16", "--batch_size=2", "--device=cpu", "--mlp=dynactglu", "--steps=3", "--warmup=1",
+        f"--json={path}", "--train_loop",
+    ]
+    bench.run_bench(argv)
+    loop = json.loads(path.read_text())["train_loop"]
+    assert loop["mlp"] == "dynactglu"
+    assert len(loop["step_times_s"]) == 3
+    assert loop["tokens_per_s"] > 0
+    assert loop["ratio_to_bench"] > 0
+
+
+def test_bench_train_loop_checks_before_measuring(tmp_path):
+    argv = ["--n_layer=1", "--n_embd=32", "--n_head=2", "--block_size=16", "--batch_size=2", "--device=cpu",
+            "--mlp=swiglu", "--steps=1", "--warmup=0", f"--json={tmp_path / 'b.json'}", "--train_loop"]
+    with pytest.raises(bench.UserError, match="add dynactglu to --mlp"):
+        bench.run_bench(argv)
+    missing_data = [arg.replace("--mlp=swiglu", "--mlp=dynactglu") for arg in argv]
+    missing_data.append(f"--data_root={tmp_path / 'no-data'}")
+    with pytest.raises(bench.UserError, match="not found"):
+        bench.run_bench(missing_data)
+    assert not (tmp_path / "b.json").exists()
+
+
 @pytest.mark.parametrize("arg, match", [
     ("--mlp=relu", "--mlp='relu'"),
     ("--steps=0", "--steps=0 must be >= 1"),
     ("--warmup=x", "not a whole number"),
     ("--sample=maybe", "--sample='maybe'"),
+    ("--train_loop=yes", "--train_loop='yes'"),
 ])
 def test_bench_rejects_bad_options(arg, match):
     with pytest.raises(bench.UserError, match=match):
