@@ -8,12 +8,12 @@ Used by data/prepare.py. The format it writes:
   continue in the next shard. The training loader never draws a window across two files.
 - meta.json indexes the files per split, in order: {"file", "tokens", "max_token_id", "sha256"}.
 
-Resuming: a shard is written as NAME.partial and renamed when it is complete, and then
-prepare_state.json records, for each split, the complete shards and where the next shard starts (the
-document that contains its first token, and how many of that document's tokens are already written).
-A rerun with the same settings skips to that document, re-encodes it, drops the written part and goes
-on, so its output is byte-identical to an uninterrupted run. meta.json is written last and the state
-file is then deleted.
+Resuming: a shard is written as NAME.partial and renamed when it is complete. After each batch that
+completed a shard, and at least once a minute, every open .partial file is flushed to disk and
+prepare_state.json records, for each split, the complete shards and the length of its .partial file,
+and for each document stream the index of the next document. A rerun with the same settings cuts the
+.partial files back to the recorded lengths and reads on from that document, so its output is
+byte-identical to an uninterrupted run. meta.json is written last and the state file is then deleted.
 
 Tokenization: batches of documents are encoded in a process pool. Results are consumed in submission
 order, so the output does not depend on the number of processes.
@@ -45,6 +45,8 @@ PARTIAL_SUFFIX = ".partial"
 OUTPUT_PATTERN = re.compile(r"(train|val)(_\d{3,})?\.bin")
 # Batches submitted to the pool but not yet consumed, per worker process; bounds memory use.
 BATCHES_IN_FLIGHT_PER_PROCESS = 4
+# Longest time between state saves, so a rerun repeats at most this much work when no shard completes.
+SAVE_INTERVAL_S = 60.0
 
 
 def shard_name(split: str, index: int, single_file: bool) -> str:
@@ -165,36 +167,42 @@ class BatchEncoder:
 
 
 class SplitWriter:
-    """Appends one split's tokens to shard files and records where a rerun can continue.
+    """Appends one split's tokens to shard files and reports what is safely on disk.
 
-    `record` is the split's entry in the state file: the complete shards, and `document` and `written`,
-    the index of the last document with tokens in them (-1 for none) and how many of its tokens they hold.
+    `record` is the split's entry in the state file: the complete shards, the number of tokens of the
+    next shard already in its .partial file, and whether the split is finished.
     """
 
-    def __init__(self, out_dir: Path, split: str, shard_tokens: int, record: dict[str, Any]) -> None:
+    def __init__(self, out_dir: Path, split: str, shard_tokens: int, dtype: np.dtype, record: dict[str, Any]) -> None:
         self.out_dir = out_dir
         self.split = split
         self.shard_tokens = shard_tokens
         self.single_file = shard_tokens == 0
+        self.dtype = np.dtype(dtype)
         self.shards: list[dict[str, Any]] = list(record["shards"])
-        self.document: int = record["document"]
-        self.written: int = record["written"]
-        self.finished: bool = record.get("finished", False)
+        self.finished: bool = record["finished"]
         self.file: IO[bytes] | None = None
         self.partial_tokens = 0
         self.partial_max = -1
         self.partial_hash = hashlib.sha256()
+        if record["partial_tokens"]:
+            self._reopen_partial(record["partial_tokens"])
+
+    def partial_path(self) -> Path:
+        return self.out_dir / (shard_name(self.split, len(self.shards), self.single_file) + PARTIAL_SUFFIX)
 
     def record(self) -> dict[str, Any]:
-        return {"shards": self.shards, "document": self.document, "written": self.written, "finished": self.finished}
+        """Flush the open shard to disk and return the split's entry for the state file."""
+        if self.file is not None:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+        return {"shards": self.shards, "partial_tokens": self.partial_tokens, "finished": self.finished}
 
     def tokens(self) -> int:
         return sum(shard["tokens"] for shard in self.shards)
 
-    def append(self, tokens: np.ndarray, lengths: np.ndarray, documents: np.ndarray) -> bool:
-        """Append the tokens of whole documents (lengths and indices given); return whether a shard completed."""
-        tokens, lengths, documents, offset = self._drop_written(tokens, lengths, documents)
-        ends = np.cumsum(lengths)
+    def append(self, tokens: np.ndarray) -> bool:
+        """Append tokens, cutting a shard at every shard_tokens tokens; return whether a shard completed."""
         completed = False
         position = 0
         while position < len(tokens):
@@ -203,11 +211,6 @@ class SplitWriter:
             self._write(piece)
             position += len(piece)
             if not self.single_file and self.partial_tokens == self.shard_tokens:
-                # The last written token belongs to document k, which has `written` tokens in shards now.
-                k = int(np.searchsorted(ends, position, side="left"))
-                before = int(ends[k - 1]) if k > 0 else 0
-                self.document = int(documents[k])
-                self.written = position - before + (offset if k == 0 else 0)
                 self._complete_shard()
                 completed = True
         return completed
@@ -218,49 +221,50 @@ class SplitWriter:
             self._complete_shard()
         self.finished = True
 
-    def discard_partial(self) -> None:
+    def close(self) -> None:
         if self.file is not None:
             self.file.close()
             self.file = None
 
-    def _drop_written(
-        self, tokens: np.ndarray, lengths: np.ndarray, documents: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """Drop what complete shards already hold, when a rerun re-encodes documents up to self.document.
-
-        Return the remaining tokens, lengths and document indices, and how many tokens of the first
-        remaining document were dropped.
-        """
-        if len(documents) == 0 or documents[0] > self.document:
-            return tokens, lengths, documents, 0
-        keep = documents >= self.document
-        dropped = int(lengths[~keep].sum())
-        tokens, lengths, documents = tokens[dropped:], lengths[keep], documents[keep]
-        offset = 0
-        if len(documents) and documents[0] == self.document:
-            offset = min(self.written, int(lengths[0]))
-            tokens = tokens[offset:]
-            lengths = lengths.copy()
-            lengths[0] -= offset
-        return tokens, lengths, documents, offset
+    def _reopen_partial(self, tokens: int) -> None:
+        """Reopen the shard in progress at its recorded length, dropping tokens written after the record."""
+        path = self.partial_path()
+        complete_name = path.with_name(path.name.removesuffix(PARTIAL_SUFFIX))
+        if not path.exists() and complete_name.exists():
+            # The shard was completed and renamed, but the state file was not updated before the interruption.
+            os.replace(complete_name, path)
+        size = tokens * self.dtype.itemsize
+        if not path.is_file() or path.stat().st_size < size:
+            raise fail(
+                f"{path} is missing or shorter than the {size} bytes that {STATE_FILE} records; "
+                "pass --overwrite to prepare the dataset from the start"
+            )
+        self.file = open(path, "r+b")
+        self.file.truncate(size)
+        for start in range(0, tokens, 1 << 22):
+            data = self.file.read(min(1 << 22, tokens - start) * self.dtype.itemsize)
+            self.partial_hash.update(data)
+            self.partial_max = max(self.partial_max, int(np.frombuffer(data, dtype=self.dtype).max()))
+        self.partial_tokens = tokens
+        self.file.seek(size)
 
     def _write(self, piece: np.ndarray) -> None:
         if self.file is None:
-            name = shard_name(self.split, len(self.shards), self.single_file)
-            self.file = open(self.out_dir / (name + PARTIAL_SUFFIX), "wb")
-        data = piece.tobytes()
+            self.file = open(self.partial_path(), "wb")
+        data = piece.astype(self.dtype, copy=False).tobytes()
         self.file.write(data)
         self.partial_hash.update(data)
         self.partial_tokens += len(piece)
         self.partial_max = max(self.partial_max, int(piece.max()))
 
     def _complete_shard(self) -> None:
-        name = shard_name(self.split, len(self.shards), self.single_file)
+        path = self.partial_path()
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
         self.file = None
-        os.replace(self.out_dir / (name + PARTIAL_SUFFIX), self.out_dir / name)
+        name = path.name.removesuffix(PARTIAL_SUFFIX)
+        os.replace(path, self.out_dir / name)
         self.shards.append({
             "file": name, "tokens": self.partial_tokens, "max_token_id": self.partial_max,
             "sha256": self.partial_hash.hexdigest(),
@@ -271,8 +275,9 @@ class SplitWriter:
 
 
 def new_state(settings: dict[str, Any]) -> dict[str, Any]:
-    empty = {"shards": [], "document": -1, "written": 0, "finished": False}
-    return {"settings": settings, "splits": {split: dict(empty) for split in SPLITS}, "documents": {}}
+    """Return the state of a preparation that has not started: no shards, and no documents read."""
+    empty = {"shards": [], "partial_tokens": 0, "finished": False}
+    return {"settings": settings, "splits": {split: dict(empty) for split in SPLITS}, "next_document": {}, "documents": {}}
 
 
 def save_state(out_dir: Path, state: dict[str, Any]) -> None:
@@ -352,11 +357,15 @@ class Progress:
 
 
 def run_streams(
-    out_dir: Path, streams: list[Stream], state: dict[str, Any], shard_tokens: int, num_proc: int,
-    gpt2_ranks: str | None,
+    out_dir: Path, streams: list[Stream], state: dict[str, Any], shard_tokens: int, dtype: np.dtype,
+    num_proc: int, gpt2_ranks: str | None,
 ) -> dict[str, SplitWriter]:
     """Tokenize the streams into shards, continuing from `state`, and return the finished writers."""
-    writers = {split: SplitWriter(out_dir, split, shard_tokens, state["splits"][split]) for split in SPLITS}
+    writers = {split: SplitWriter(out_dir, split, shard_tokens, dtype, state["splits"][split]) for split in SPLITS}
+    in_use = {writer.partial_path() for writer in writers.values() if writer.file is not None}
+    for path in out_dir.glob(f"*{PARTIAL_SUFFIX}"):
+        if path not in in_use:
+            path.unlink()
     encoder = BatchEncoder(num_proc, gpt2_ranks)
     completed = False
     try:
@@ -366,41 +375,52 @@ def run_streams(
             total = run_stream(stream, writers, state, out_dir, encoder)
             for split in stream.splits():
                 writers[split].finish()
-                state["splits"][split] = writers[split].record()
+            record_progress(state, writers, stream, total)
             state["documents"].update(stream.document_counts(total))
             save_state(out_dir, state)
         completed = True
     finally:
         encoder.close(completed)
         for writer in writers.values():
-            writer.discard_partial()
+            writer.close()
     return writers
+
+
+def record_progress(state: dict[str, Any], writers: dict[str, SplitWriter], stream: Stream, next_document: int) -> None:
+    """Put the writers' durable progress and the stream's next document into `state`."""
+    for split in stream.splits():
+        state["splits"][split] = writers[split].record()
+    state["next_document"][stream.label] = next_document
 
 
 def run_stream(
     stream: Stream, writers: dict[str, SplitWriter], state: dict[str, Any], out_dir: Path, encoder: BatchEncoder
 ) -> int:
-    """Tokenize one stream from where its splits' shards end; return its number of documents."""
-    start = max(0, min(writers[split].document for split in stream.splits()))
+    """Tokenize one stream from the document the state records; return the stream's number of documents.
+
+    The state is saved after each batch that completed a shard, and at least every SAVE_INTERVAL_S seconds.
+    """
+    start = state["next_document"].get(stream.label, 0)
     progress = Progress(stream.label, stream.source.count(), start)
     index = start
+    last_save = time.monotonic()
     try:
         for texts, (tokens, lengths, n_bytes) in encoder.map(stream.source.iter_batches(start)):
             documents = np.arange(index, index + len(texts))
             index += len(texts)
-            shard_done = False
             if stream.split:
-                shard_done = writers[stream.split].append(tokens, lengths, documents)
+                shard_done = writers[stream.split].append(tokens)
             else:
                 is_val = documents % stream.val_every == stream.val_every - 1
                 token_is_val = np.repeat(is_val, lengths)
-                shard_done |= writers["train"].append(tokens[~token_is_val], lengths[~is_val], documents[~is_val])
-                shard_done |= writers["val"].append(tokens[token_is_val], lengths[is_val], documents[is_val])
+                train_done = writers["train"].append(tokens[~token_is_val])
+                val_done = writers["val"].append(tokens[token_is_val])
+                shard_done = train_done or val_done
             progress.update(len(texts), len(tokens), n_bytes)
-            if shard_done:
-                for split in stream.splits():
-                    state["splits"][split] = writers[split].record()
+            if shard_done or time.monotonic() - last_save > SAVE_INTERVAL_S:
+                record_progress(state, writers, stream, index)
                 save_state(out_dir, state)
+                last_save = time.monotonic()
     finally:
         progress.close()
     return index
@@ -409,14 +429,13 @@ def run_stream(
 def write_arrays(out_dir: Path, arrays: dict[str, np.ndarray], shard_tokens: int) -> dict[str, SplitWriter]:
     """Write in-memory token arrays as shards (or single files) and return the finished writers."""
     writers = {}
-    empty = {"shards": [], "document": -1, "written": 0}
     for split, tokens in arrays.items():
-        writer = SplitWriter(out_dir, split, shard_tokens, dict(empty))
+        record = {"shards": [], "partial_tokens": 0, "finished": False}
+        writer = SplitWriter(out_dir, split, shard_tokens, tokens.dtype, record)
         try:
-            # The whole array counts as one document, so shard cuts need no document bookkeeping.
-            writer.append(tokens, np.array([len(tokens)]), np.array([0]))
+            writer.append(tokens)
             writer.finish()
         finally:
-            writer.discard_partial()
+            writer.close()
         writers[split] = writer
     return writers

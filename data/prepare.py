@@ -621,8 +621,6 @@ def prepare_streamed(out_dir: Path, plan: Plan, args: argparse.Namespace) -> dic
     tokenizer = load_gpt2_tokenizer(args.gpt2_ranks)
     dtype = token_dtype(tokenizer.vocab_size)
     state = shards.read_json(out_dir / shards.STATE_FILE)
-    for path in out_dir.glob(f"*{shards.PARTIAL_SUFFIX}"):
-        path.unlink()
     if state is None:
         (out_dir / "meta.json").unlink(missing_ok=True)
         state = shards.new_state(plan.settings)
@@ -633,7 +631,9 @@ def prepare_streamed(out_dir: Path, plan: Plan, args: argparse.Namespace) -> dic
         print(f"{out_dir}: resuming an unfinished preparation ({done} shards complete)")
 
     try:
-        writers = shards.run_streams(out_dir, plan.streams, state, args.shard_tokens, args.num_proc, args.gpt2_ranks)
+        writers = shards.run_streams(
+            out_dir, plan.streams, state, args.shard_tokens, dtype, args.num_proc, args.gpt2_ranks
+        )
     except KeyboardInterrupt:
         done = sum(len(r["shards"]) for r in state["splits"].values())
         print(
