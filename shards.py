@@ -9,11 +9,11 @@ Used by data/prepare.py. The format it writes:
 - meta.json indexes the files per split, in order: {"file", "tokens", "max_token_id", "sha256"}.
 
 Resuming: a shard is written as NAME.partial and renamed when it is complete. After each batch that
-completed a shard, and at least once a minute, every open .partial file is flushed to disk and
-prepare_state.json records, for each split, the complete shards and the length of its .partial file,
-and for each document stream the index of the next document. A rerun with the same settings cuts the
-.partial files back to the recorded lengths and reads on from that document, so its output is
-byte-identical to an uninterrupted run. meta.json is written last and the state file is then deleted.
+completed a shard, and at least once a minute, every open .partial file is flushed to disk. Then
+prepare_state.json records the complete shards and the .partial file length of each split, and the
+index of the next document of each document stream. A rerun with the same settings cuts the .partial
+files back to the recorded lengths and reads on from that document, so its output is byte-identical
+to an uninterrupted run. meta.json is written last and the state file is then deleted.
 
 Tokenization: batches of documents are encoded in a process pool. Results are consumed in submission
 order, so the output does not depend on the number of processes.
@@ -43,9 +43,9 @@ SPLITS = ("train", "val")
 STATE_FILE = "prepare_state.json"
 PARTIAL_SUFFIX = ".partial"
 OUTPUT_PATTERN = re.compile(r"(train|val)(_\d{3,})?\.bin")
-# Batches submitted to the pool but not yet consumed, per worker process; bounds memory use.
+# Batches submitted to the pool but not yet consumed, per worker process, which bounds memory use.
 BATCHES_IN_FLIGHT_PER_PROCESS = 4
-# Longest time between state saves, so a rerun repeats at most this much work when no shard completes.
+# Maximum seconds between state saves, so a rerun repeats at most this much work when no shard completes.
 SAVE_INTERVAL_S = 60.0
 
 

@@ -1,6 +1,6 @@
 """Prepared token data for training: meta.json, token files, batch windows and validation windows.
 
-A prepared dataset folder holds meta.json and the token files that data/prepare.py wrote. Each split
+A prepared dataset folder contains meta.json and the token files that data/prepare.py wrote. Each split
 (train, val) is one or more files of raw little-endian uint16 or uint32 token ids:
 
 - Sharded format: meta.json has a "shards" index, {"train": [{"file", "tokens", "max_token_id",
@@ -223,7 +223,7 @@ def open_split(data_dir: str, meta: dict, split: str, block_size: int, dataset: 
     """
     entries = split_files(meta, split, data_dir, dataset)
     paths = [os.path.join(data_dir, entry["file"]) for entry in entries]
-    # A lone file must hold one window, as before; shorter files among several hold no window.
+    # A single file must contain one window. Among several files, shorter ones just contribute no window.
     min_tokens = block_size + 1 if len(entries) == 1 else 0
     arrays = []
     for entry, path in zip(entries, paths):

@@ -22,7 +22,7 @@ Two paths:
 - Streamed (GPT-2 tokenizer and documents): documents are read in batches (parquet in record batches,
   jsonl line by line, hub datasets with streaming=True), encoded in --num_proc processes, each followed
   by the end-of-text token 50256, and written as shards of --shard_tokens tokens (100M by default; 0
-  writes one train.bin and one val.bin). Nothing holds more than a few batches in memory. See
+  writes one train.bin and one val.bin). Memory use is bounded by a few batches of documents. See
   shards.py for the shard format and how an interrupted run resumes.
 - In memory (one .txt text, or the char tokenizer, whose vocabulary needs the whole corpus): the
   corpus is read and tokenized as a whole and written as train.bin and val.bin (or as shards when
@@ -96,7 +96,7 @@ CHAR_CHUNK_CHARS = 1 << 22
 
 @dataclass(frozen=True)
 class Preset:
-    """A named hub corpus: where it is, which field holds the text and how val is chosen."""
+    """A named hub corpus: its location, the field that contains the text, and the val rule."""
 
     hub: str
     config: str | None
@@ -116,7 +116,7 @@ PRESETS = {
 
 @dataclass
 class Plan:
-    """What one preparation reads and how it splits, with the settings that determine its output."""
+    """The sources, split rule and output-determining settings of one preparation."""
 
     source: str
     source_sha256: str | None
@@ -568,8 +568,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def check_existing_output(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
     """Return the meta of a finished preparation with the same settings, or None to go on preparing.
 
-    Raise SystemExit when out_dir holds data prepared with other settings, unless `overwrite`, which
-    deletes it. An unfinished preparation with the same settings is left for prepare_streamed to resume.
+    Raise SystemExit when out_dir contains data prepared with other settings, unless `overwrite`. An
+    unfinished preparation with the same settings is left for prepare_streamed to resume.
     """
     meta = shards.read_json(out_dir / "meta.json")
     state = shards.read_json(out_dir / shards.STATE_FILE)
@@ -580,8 +580,6 @@ def check_existing_output(out_dir: Path, settings: dict[str, Any], overwrite: bo
         )
         return meta
     if overwrite:
-        if out_dir.is_dir():
-            shards.remove_outputs(out_dir)
         return None
     if meta is not None:
         if not meta:
@@ -620,6 +618,8 @@ def prepare_streamed(out_dir: Path, plan: Plan, args: argparse.Namespace) -> dic
     """Tokenize document streams into shards, resuming an unfinished run with the same settings."""
     tokenizer = load_gpt2_tokenizer(args.gpt2_ranks)
     dtype = token_dtype(tokenizer.vocab_size)
+    if args.overwrite:
+        shards.remove_outputs(out_dir)
     state = shards.read_json(out_dir / shards.STATE_FILE)
     if state is None:
         (out_dir / "meta.json").unlink(missing_ok=True)
@@ -664,6 +664,9 @@ def prepare_in_memory(out_dir: Path, plan: Plan, args: argparse.Namespace) -> di
             f"corpus too small: {len(train)} train and {len(val)} val tokens; "
             "use a bigger corpus or a different --val_fraction"
         )
+    # The old data is deleted only now, so a corpus that fails to tokenize leaves it in place.
+    if args.overwrite:
+        shards.remove_outputs(out_dir)
     (out_dir / "meta.json").unlink(missing_ok=True)
     dtype = token_dtype(tokenizer.vocab_size)
     arrays = {"train": train.astype(dtype, copy=False), "val": val.astype(dtype, copy=False)}

@@ -581,3 +581,14 @@ def test_rerun_with_overwrite_replaces_outputs(tmp_path: Path) -> None:
     assert meta["train_tokens"] + meta["val_tokens"] == 200
     assert json.loads((tmp_path / "out" / "meta.json").read_text()) == meta
     assert sorted(os.listdir(tmp_path / "out")) == ["meta.json", "train.bin", "val.bin"]
+
+
+def test_overwrite_keeps_data_when_tokenizing_fails(tmp_path: Path) -> None:
+    source = tmp_path / "text.txt"
+    source.write_text("abcdefghij" * 10)
+    run_prepare(tmp_path / "out", "letters", f"--input={source}", "--tokenizer=char")
+    saved = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    source.write_text("x")
+    with pytest.raises(SystemExit, match="corpus too small"):
+        run_prepare(tmp_path / "out", "letters", f"--input={source}", "--tokenizer=char", "--overwrite")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == saved
