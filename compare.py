@@ -292,6 +292,7 @@ def reevaluate(run: Run, device: str) -> None:
     from checkpoint import load_checkpoint
     from model import GPT, GPTConfig
     from settings import TrainConfig
+    from token_data import open_split
 
     results: dict[int, float] = {}
     for ckpt_path in sorted(run.path.glob("ckpt_[0-9]*.pt")):
@@ -304,8 +305,8 @@ def reevaluate(run: Run, device: str) -> None:
         model.to(dist_info.device)
         data_dir = train.data_dir_for(cfg)
         meta = train.load_meta(data_dir, cfg.dataset)
-        val = train.open_tokens(os.path.join(data_dir, "val.bin"), meta["dtype"], cfg.block_size + 1, cfg.dataset)
-        offsets = train.eval_windows(len(val), 0, cfg.block_size)
+        val = open_split(data_dir, meta, "val", cfg.block_size, cfg.dataset)
+        offsets = val.eval_windows(0, cfg.block_size)
         results[int(ckpt["step"])] = train.evaluate(model, val, offsets, cfg, dist_info, torch.autocast("cpu", enabled=False))
     (run.path / "reeval.json").write_text(json.dumps({"protocol": REEVAL_PROTOCOL, "val_loss": results}, indent=2))
     run.reeval = results

@@ -4,6 +4,11 @@ A config file is plain Python that assigns settings (`learning_rate = 1e-3`). Na
 underscore, modules, functions and classes in it are ignored, so a file may import another config with
 `from config.shakespeare_char import *`. Files apply in order, then `--key=value` overrides; a value is
 parsed as a Python literal, and for text settings an unquoted word is taken as a string.
+
+Dataset configs go last: a file that only inherits `dataset` through an import (a variant file such as
+config/dynactglu.py imports the whole Tiny Shakespeare setup) must not replace a dataset that an earlier
+file assigned itself, because it would silently reset the model and schedule too. parse_args raises
+UserError for that order and names the right one.
 """
 
 from __future__ import annotations
@@ -193,10 +198,7 @@ def literal_hint(key: str, expected: object) -> str:
 
 def read_config_file(path: str) -> dict[str, object]:
     """Execute a config file and return the settings it assigns."""
-    if not os.path.isfile(path):
-        raise UserError(f"config file {path!r} not found; pass a path such as config/dynactglu.py")
-    with open(path, encoding="utf-8") as f:
-        source = f.read()
+    source = read_config_source(path)
     namespace: dict[str, object] = {"__file__": os.path.abspath(path), "__name__": "__config__"}
     repo_root = os.path.dirname(os.path.abspath(__file__))
     if repo_root not in sys.path:
@@ -206,6 +208,34 @@ def read_config_file(path: str) -> dict[str, object]:
     return {
         k: v for k, v in namespace.items() if not k.startswith("_") and not isinstance(v, skip)
     }
+
+
+def read_config_source(path: str) -> str:
+    if not os.path.isfile(path):
+        raise UserError(f"config file {path!r} not found; pass a path such as config/dynactglu.py")
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def assigns_name(path: str, name: str) -> bool:
+    """Return whether a config file assigns `name` itself, rather than only importing it."""
+    tree = ast.parse(read_config_source(path), filename=path)
+    return any(
+        isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Store) for node in ast.walk(tree)
+    )
+
+
+def check_dataset_order(path: str, file_values: dict[str, object], dataset_origin: tuple[str, object] | None) -> None:
+    """Raise UserError when a config file's inherited dataset would replace one an earlier file set itself."""
+    if dataset_origin is None or "dataset" not in file_values:
+        return
+    origin_path, origin_value = dataset_origin
+    if file_values["dataset"] == origin_value or assigns_name(path, "dataset"):
+        return
+    raise UserError(
+        f"config file {path!r} resets dataset={origin_value!r} from {origin_path!r} to {file_values['dataset']!r} "
+        f"(with the rest of its imported setup); put the dataset config last: {path} {origin_path}"
+    )
 
 
 def setting_type(key: str, where: str) -> object:
@@ -262,6 +292,8 @@ def fill_placeholders(cfg: TrainConfig) -> None:
 def parse_args(argv: list[str]) -> TrainConfig:
     """Build the settings from config files and --key=value arguments, in the order given."""
     values: dict[str, object] = {}
+    # The config file that last assigned dataset itself, and the value.
+    dataset_origin: tuple[str, object] | None = None
     for arg in argv:
         if arg.startswith("--"):
             key, sep, text = arg[2:].partition("=")
@@ -270,8 +302,12 @@ def parse_args(argv: list[str]) -> TrainConfig:
             expected = setting_type(key, repr(arg))
             apply_setting(values, key, parse_value(key, text, expected), repr(arg))
         else:
-            for key, value in read_config_file(arg).items():
+            file_values = read_config_file(arg)
+            check_dataset_order(arg, file_values, dataset_origin)
+            for key, value in file_values.items():
                 apply_setting(values, key, value, f"config file {arg!r}")
+            if "dataset" in file_values and assigns_name(arg, "dataset"):
+                dataset_origin = (arg, file_values["dataset"])
     cfg = TrainConfig(**values)
     if cfg.lr_decay_iters is None:
         cfg.lr_decay_iters = cfg.max_iters

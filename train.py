@@ -6,7 +6,7 @@
 Steps count optimizer updates. The global batch of the update that takes the model from step s to s + 1
 is a pure function of (seed, s) and the same for any number of processes. Runs are therefore
 reproducible, and a resumed run continues exactly. Evaluation at step s uses the model after s updates, on validation windows
-that are the same for every run (see eval_windows).
+that are the same for every run (see TokenSplit.eval_windows in token_data.py).
 
 Exit codes: 0 finished, 2 invalid input (one `error:` line on stderr), 75 stopped by SIGTERM or SIGUSR1
 after writing out_dir/ckpt.pt (resume with --init_from=resume).
@@ -34,10 +34,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from checkpoint import load_checkpoint, save_checkpoint
 from model import GPT
 from settings import TrainConfig, UserError, help_text, parse_args, report_user_error
+from token_data import TokenSplit, data_dir_for, load_meta, open_split, windows_to_tensors
 
 EXIT_USER_ERROR = 2
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: the job is incomplete and can be resubmitted
-REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 # Dense bf16 tensor-core peaks from the vendors' data sheets, used for MFU when peak_flops is 0.
 GPU_PEAK_FLOPS = {"A100": 312e12, "H100": 989e12, "H200": 989e12}
 
@@ -62,69 +62,7 @@ def get_lr(step: int, cfg: TrainConfig) -> float:
 
 
 # -----------------------------------------------------------------------------
-# data
-
-
-def data_dir_for(cfg: TrainConfig) -> str:
-    return os.path.join(cfg.data_root or os.path.join(REPO_ROOT, "data"), cfg.dataset)
-
-
-def load_meta(data_dir: str, dataset: str) -> dict:
-    if not os.path.isdir(data_dir):
-        raise UserError(
-            f"data folder {data_dir!r} not found; create it with `python data/prepare.py {dataset}`"
-        )
-    meta_path = os.path.join(data_dir, "meta.json")
-    try:
-        with open(meta_path, encoding="utf-8") as f:
-            meta = json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{meta_path!r} not found; rerun `python data/prepare.py {dataset}`") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{meta_path!r} is not valid JSON ({e}); rerun `python data/prepare.py {dataset}`") from None
-    for key in ("vocab_size", "dtype", "tokenizer"):
-        if key not in meta:
-            raise UserError(f"{meta_path!r} has no '{key}'; rerun `python data/prepare.py {dataset}`")
-    if not isinstance(meta["vocab_size"], int) or meta["vocab_size"] <= 0:
-        raise UserError(f"{meta_path!r} has vocab_size={meta['vocab_size']!r}; rerun `python data/prepare.py {dataset}`")
-    tokenizer_vocab = meta["tokenizer"].get("vocab_size") if isinstance(meta["tokenizer"], dict) else None
-    if tokenizer_vocab != meta["vocab_size"]:
-        raise UserError(
-            f"{meta_path!r} gives vocab_size={meta['vocab_size']} but its tokenizer has {tokenizer_vocab!r}; "
-            f"rerun `python data/prepare.py {dataset}`"
-        )
-    if meta["dtype"] not in ("uint16", "uint32"):
-        raise UserError(f"{meta_path!r} has dtype {meta['dtype']!r}, not uint16 or uint32; rerun `python data/prepare.py {dataset}`")
-    return meta
-
-
-def open_tokens(path: str, dtype: str, min_tokens: int, dataset: str) -> np.memmap:
-    """Memory-map a token file once; it must contain at least min_tokens tokens."""
-    if not os.path.isfile(path):
-        raise UserError(f"{path!r} not found; rerun `python data/prepare.py {dataset}`")
-    itemsize = np.dtype(dtype).itemsize
-    size = os.path.getsize(path)
-    if size % itemsize != 0:
-        raise UserError(
-            f"{path!r} has {size} bytes, not a whole number of {dtype} tokens; rerun `python data/prepare.py {dataset}`"
-        )
-    if size // itemsize < min_tokens:
-        raise UserError(
-            f"{path!r} contains {size // itemsize} tokens, fewer than block_size + 1 = {min_tokens}; "
-            "lower block_size or use a larger corpus"
-        )
-    return np.memmap(path, dtype=dtype, mode="r")
-
-
-def check_token_ids(tokens: np.ndarray, vocab_size: int, path: str, dataset: str, chunk: int = 1 << 24) -> None:
-    """Raise UserError if any token id is at or above vocab_size, scanning in chunks of a memory map."""
-    for start in range(0, len(tokens), chunk):
-        top = int(tokens[start : start + chunk].max())
-        if top >= vocab_size:
-            raise UserError(
-                f"{path!r} contains token id {top}, but meta.json gives vocab_size={vocab_size}; "
-                f"rerun `python data/prepare.py {dataset}`"
-            )
+# disk space (token data is loaded by token_data.py)
 
 
 def check_free_space(out_dir: str, n_params: int) -> None:
@@ -137,37 +75,6 @@ def check_free_space(out_dir: str, n_params: int) -> None:
             f"out_dir {out_dir!r} has {free / 2**20:.0f} MiB free, less than the {2 * checkpoint_bytes / 2**20:.0f} MiB "
             "that two checkpoints need; free disk space or choose another --out_dir"
         )
-
-
-def batch_offsets(seed: int, step: int, n_windows: int, n_tokens: int, block_size: int) -> np.ndarray:
-    """Return the start offsets of the global batch for the update at `step`, a pure function of (seed, step)."""
-    rng = np.random.default_rng([seed, step])
-    return rng.integers(0, n_tokens - block_size, size=n_windows)
-
-
-def windows_to_tensors(
-    tokens: np.ndarray, offsets: np.ndarray, block_size: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gather windows tokens[o : o + block_size + 1] into inputs x and next-token targets y."""
-    index = offsets[:, None] + np.arange(block_size + 1)
-    chunk = torch.from_numpy(tokens[index].astype(np.int64))
-    if device.type == "cuda":
-        chunk = chunk.pin_memory().to(device, non_blocking=True)
-    else:
-        chunk = chunk.to(device)
-    return chunk[:, :-1], chunk[:, 1:]
-
-
-def eval_windows(n_val_tokens: int, eval_tokens: int, block_size: int) -> np.ndarray:
-    """Return the offsets of the fixed validation windows.
-
-    The first eval_tokens tokens of val.bin (all of it when eval_tokens is 0) are cut into consecutive,
-    non-overlapping windows of block_size inputs. Each window's targets are its inputs shifted by one.
-    """
-    usable = n_val_tokens - 1
-    if eval_tokens:
-        usable = min(usable, eval_tokens)
-    return np.arange(usable // block_size, dtype=np.int64) * block_size
 
 
 # -----------------------------------------------------------------------------
@@ -361,7 +268,7 @@ def start_wandb(cfg: TrainConfig) -> object:
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
-    val_tokens: np.ndarray,
+    val_tokens: np.ndarray | TokenSplit,
     offsets: np.ndarray,
     cfg: TrainConfig,
     dist_info: Distributed,
@@ -516,11 +423,9 @@ def run(cfg: TrainConfig, dist_info: Distributed) -> dict:
     # data: checked before anything is written
     data_dir = data_dir_for(cfg)
     meta = load_meta(data_dir, cfg.dataset)
-    train_tokens = open_tokens(os.path.join(data_dir, "train.bin"), meta["dtype"], cfg.block_size + 1, cfg.dataset)
-    val_tokens = open_tokens(os.path.join(data_dir, "val.bin"), meta["dtype"], cfg.block_size + 1, cfg.dataset)
-    val_offsets = eval_windows(len(val_tokens), cfg.eval_tokens, cfg.block_size)
-    for name, tokens in (("train.bin", train_tokens), ("val.bin", val_tokens)):
-        check_token_ids(tokens, meta["vocab_size"], os.path.join(data_dir, name), cfg.dataset)
+    train_tokens = open_split(data_dir, meta, "train", cfg.block_size, cfg.dataset)
+    val_tokens = open_split(data_dir, meta, "val", cfg.block_size, cfg.dataset)
+    val_offsets = val_tokens.eval_windows(cfg.eval_tokens, cfg.block_size)
 
     # model
     try:
@@ -655,8 +560,8 @@ def run(cfg: TrainConfig, dist_info: Distributed) -> dict:
         lr = get_lr(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        offsets = batch_offsets(
-            cfg.seed, step, cfg.gradient_accumulation_steps * cfg.batch_size, len(train_tokens), cfg.block_size
+        offsets = train_tokens.sample_windows(
+            cfg.seed, step, cfg.gradient_accumulation_steps * cfg.batch_size, cfg.block_size
         )
         loss_sum = torch.zeros((), device=device)
         for micro in range(local_accum):

@@ -14,6 +14,7 @@ import pytest
 import tiktoken
 import tiktoken.load
 
+import shards
 import tokenizer
 from tokenizer import (
     CharTokenizer,
@@ -385,21 +386,26 @@ def test_prepare_documents_gpt2(tmp_path: Path, gpt2: GPT2Tokenizer, suffix: str
         write_parquet(corpus, DOCUMENTS)
         field = "body"
     out_dir = tmp_path / "out"
-    meta = run_prepare(out_dir, "docs", f"--input={corpus}", f"--text_field={field}")
+    meta = run_prepare(out_dir, "docs", f"--input={corpus}", f"--text_field={field}", "--shard_tokens=0")
 
     assert meta["tokenizer"]["kind"] == "gpt2"
     assert meta["source_sha256"] == hashlib.sha256(corpus.read_bytes()).hexdigest()
     assert "50256" in meta["split"]
-    train = read_tokens(out_dir / "train.bin", meta["dtype"])
-    val = read_tokens(out_dir / "val.bin", meta["dtype"])
-    tokens = np.concatenate([train, val]).tolist()
-    assert len(train) == int(len(tokens) * 0.9)
-    assert tokens[-1] == 50256
-    assert tokens.count(50256) == len(DOCUMENTS) * 4
+    assert "i % 10 == 9" in meta["split"]
+    assert meta["documents"] == {"train": 18, "val": 2}
+    train = read_tokens(out_dir / "train.bin", meta["dtype"]).tolist()
+    val = read_tokens(out_dir / "val.bin", meta["dtype"]).tolist()
+    assert train[-1] == 50256
+    assert val[-1] == 50256
 
-    docs = split_at_eot(tokens, 50256)
-    assert docs[-1] == []
-    assert [gpt2.decode(doc) for doc in docs[:-1]] == DOCUMENTS * 4
+    # Document i is val when i % 10 == 9: documents 9 and 19, both the last of DOCUMENTS.
+    documents = DOCUMENTS * 4
+    train_docs = split_at_eot(train, 50256)
+    val_docs = split_at_eot(val, 50256)
+    assert train_docs[-1] == []
+    assert val_docs[-1] == []
+    assert [gpt2.decode(doc) for doc in train_docs[:-1]] == [d for i, d in enumerate(documents) if i % 10 != 9]
+    assert [gpt2.decode(doc) for doc in val_docs[:-1]] == [documents[9], documents[19]]
 
 
 def test_prepare_documents_char(tmp_path: Path) -> None:
@@ -422,14 +428,14 @@ def test_prepare_hub_validation_split(
 ) -> None:
     import datasets
 
-    splits = datasets.DatasetDict(
+    splits = datasets.IterableDatasetDict(
         {
-            "train": datasets.Dataset.from_dict({"text": ["one story", "two story"]}),
-            "validation": datasets.Dataset.from_dict({"text": ["held out"]}),
+            "train": datasets.Dataset.from_dict({"text": ["one story", "two story"]}).to_iterable_dataset(),
+            "validation": datasets.Dataset.from_dict({"text": ["held out"]}).to_iterable_dataset(),
         }
     )
     monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: splits)
-    meta = run_prepare(tmp_path, "hubdata", "--hf=someone/stories")
+    meta = run_prepare(tmp_path, "hubdata", "--hf=someone/stories", "--shard_tokens=0")
 
     assert meta["source"] == "someone/stories"
     assert meta["source_sha256"] is None
@@ -541,7 +547,7 @@ def test_write_atomic_keeps_old_file_on_failure(tmp_path: Path) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        prepare.write_atomic(target, write_half)
+        shards.write_atomic(target, write_half)
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["train.bin"]
 
@@ -575,3 +581,14 @@ def test_rerun_with_overwrite_replaces_outputs(tmp_path: Path) -> None:
     assert meta["train_tokens"] + meta["val_tokens"] == 200
     assert json.loads((tmp_path / "out" / "meta.json").read_text()) == meta
     assert sorted(os.listdir(tmp_path / "out")) == ["meta.json", "train.bin", "val.bin"]
+
+
+def test_overwrite_keeps_data_when_tokenizing_fails(tmp_path: Path) -> None:
+    source = tmp_path / "text.txt"
+    source.write_text("abcdefghij" * 10)
+    run_prepare(tmp_path / "out", "letters", f"--input={source}", "--tokenizer=char")
+    saved = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    source.write_text("x")
+    with pytest.raises(SystemExit, match="corpus too small"):
+        run_prepare(tmp_path / "out", "letters", f"--input={source}", "--tokenizer=char", "--overwrite")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == saved

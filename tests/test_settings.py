@@ -86,3 +86,49 @@ def test_missing_config_file():
 
 def test_every_field_has_a_default():
     TrainConfig()
+
+
+DATASET_CONFIGS = {"tinystories": "tinystories", "owt_124m": "openwebtext"}
+VARIANTS = ("gelu", "swiglu", "geglu", "dynactglu")
+
+
+@pytest.mark.parametrize("config", sorted(DATASET_CONFIGS))
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_dataset_config_composes_with_variant(config, variant):
+    composed = parse_args([f"config/{variant}.py", f"config/{config}.py"])
+    alone = parse_args([f"config/{config}.py", f"--mlp={variant}"])
+    assert composed.mlp == variant
+    assert composed.dataset == DATASET_CONFIGS[config]
+    # Nothing from the Tiny Shakespeare setup that the variant file imports survives.
+    assert composed.to_dict() == alone.to_dict()
+
+
+@pytest.mark.parametrize("config", sorted(DATASET_CONFIGS))
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_dataset_config_before_variant_fails(config, variant):
+    with pytest.raises(UserError) as error:
+        parse_args([f"config/{config}.py", f"config/{variant}.py"])
+    message = str(error.value)
+    assert f"config file 'config/{variant}.py' resets dataset='{DATASET_CONFIGS[config]}'" in message
+    assert f"put the dataset config last: config/{variant}.py config/{config}.py" in message
+
+
+def test_owt_124m_is_gpt2_small_schedule():
+    cfg = parse_args(["config/dynactglu.py", "config/owt_124m.py"])
+    assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size) == (12, 12, 768, 1024)
+    assert cfg.batch_size * cfg.gradient_accumulation_steps * cfg.block_size == 491_520
+    assert (cfg.learning_rate, cfg.min_lr, cfg.beta2) == (6e-4, 6e-5, 0.95)
+    assert (cfg.warmup_iters, cfg.max_iters, cfg.lr_decay_iters) == (2000, 600_000, 600_000)
+
+
+def test_tinystories_sizes():
+    cfg = parse_args(["config/swiglu.py", "config/tinystories.py"])
+    assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size) == (8, 8, 512, 512)
+    assert cfg.eval_tokens // cfg.block_size == 2048
+
+
+def test_later_dataset_assignment_wins():
+    cfg = parse_args(["config/tinystories.py", "config/owt_124m.py"])
+    assert cfg.dataset == "openwebtext"
+    cfg = parse_args(["config/shakespeare_char.py", "config/dynactglu.py"])
+    assert cfg.dataset == "shakespeare_char"
