@@ -118,10 +118,17 @@ def dynact_input_grad(grad_f: Tensor, x: Tensor, scale: Tensor, beta: Tensor, ou
     return grad_x.addcmul_(grad_f, beta)
 
 
-def silu_dynact(x: Tensor, scale: Tensor, beta: Tensor, silu_x: Tensor | None = None) -> Tensor:
-    """Return f(x) = scale * silu(x) + beta * x as a new tensor, reusing silu_x = silu(x) when it is given."""
+def silu_dynact(
+    x: Tensor, scale: Tensor, beta: Tensor, silu_x: Tensor | None = None, overwrite_silu_x: bool = False
+) -> Tensor:
+    """Return f(x) = scale * silu(x) + beta * x, from silu_x = silu(x) when it is given.
+
+    The result is a new tensor, unless overwrite_silu_x is set: then it is written into silu_x.
+    """
     if silu_x is None:
         y = F.silu(x).mul_(scale)
+    elif overwrite_silu_x:
+        y = silu_x.mul_(scale)
     else:
         y = torch.mul(silu_x, scale)
     return y.addcmul_(x, beta)
@@ -163,14 +170,24 @@ class SiLUDynActGLUFunction(torch.autograd.Function):
     SwiGLU's silu(g) * u saves g, silu(g) and u for backward. This Function saves the same three tensors
     (and the 0-dim alpha and beta), so dynActGLU keeps exactly SwiGLU's activation memory. Because silu(g)
     is saved, backward rebuilds f(g) with two cheap elementwise passes and never evaluates silu again.
-    Every new tensor it allocates corresponds to one that SwiGLU's autograd allocates as well. Backward is
-    not differentiable again (no double backward).
+
+    It runs about twice as many elementwise passes as SwiGLU's autograd, but in eager mode its backward
+    writes the gradient of u into the buffer of the saved silu(g), a tensor that only this Function
+    holds, so it allocates two new tensors where SwiGLU's backward allocates three. On a CPU, where a
+    fresh multi-megabyte tensor costs page faults, that allocation outweighs the extra passes.
+    NOTE: after that overwrite the saved tensors are spent, so a second backward through the same graph
+    (retain_graph=True, torch.autograd.gradcheck) raises PyTorch's "modified by an inplace operation"
+    error. Pass overwrite_saved=False, or set DynActivation.overwrite_saved = False, to keep them.
+    Backward is not differentiable again (no double backward).
     """
 
     @staticmethod
-    def forward(ctx: FunctionCtx, g: Tensor, u: Tensor, alpha: Tensor, beta: Tensor) -> Tensor:
+    def forward(
+        ctx: FunctionCtx, g: Tensor, u: Tensor, alpha: Tensor, beta: Tensor, overwrite_saved: bool = True
+    ) -> Tensor:
         silu_g = F.silu(g)
         ctx.save_for_backward(g, silu_g, u, alpha, beta)
+        ctx.overwrite_saved = overwrite_saved
         return silu_dynact(g, (alpha - beta).to(g.dtype), beta.to(g.dtype), silu_g).mul_(u)
 
     @staticmethod
@@ -179,15 +196,18 @@ class SiLUDynActGLUFunction(torch.autograd.Function):
         g, silu_g, u, alpha, beta = ctx.saved_tensors
         scale = (alpha - beta).to(g.dtype)
         beta_ = beta.to(g.dtype)
-        grad_u = grad_alpha = grad_beta = None
-        if ctx.needs_input_grad[1]:
-            # grad_u = grad_h * f(g), with f(g) rebuilt in the output buffer
-            grad_u = silu_dynact(g, scale, beta_, silu_g).mul_(grad_h)
+        grad_g = grad_u = grad_alpha = grad_beta = None
         grad_f = grad_h * u
         if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
             grad_alpha, grad_beta = dynact_scalar_grads(grad_f, silu_g, g, alpha, beta)
-        grad_g = dynact_input_grad(grad_f, g, scale, beta_) if ctx.needs_input_grad[0] else None
-        return grad_g, grad_u, grad_alpha, grad_beta
+        if ctx.needs_input_grad[0]:
+            grad_g = dynact_input_grad(grad_f, g, scale, beta_)
+        if ctx.needs_input_grad[1]:
+            # grad_u = grad_h * f(g), last because in eager mode f(g) may overwrite silu(g). Compiled
+            # graphs get a new tensor, because the compiler fuses these passes and plans memory itself.
+            overwrite = ctx.overwrite_saved and not torch.compiler.is_compiling()
+            grad_u = silu_dynact(g, scale, beta_, silu_g, overwrite_silu_x=overwrite).mul_(grad_h)
+        return grad_g, grad_u, grad_alpha, grad_beta, None
 
 
 class DynActivation(nn.Module):
@@ -205,6 +225,8 @@ class DynActivation(nn.Module):
         self.alpha = nn.Parameter(torch.tensor(float(alpha_init)))
         self.beta = nn.Parameter(torch.tensor(float(beta_init)))
         self.use_reference = False
+        # gate()'s backward may reuse a saved buffer, which rules out a second backward through one graph
+        self.overwrite_saved = True
 
     def forward(self, x: Tensor) -> Tensor:
         if self.base_name != "silu" or self.use_reference:
@@ -220,7 +242,7 @@ class DynActivation(nn.Module):
             return self(g) * u
         if not torch.is_grad_enabled():
             return silu_dynact(g, (self.alpha - self.beta).to(g.dtype), self.beta.to(g.dtype)).mul_(u)
-        return SiLUDynActGLUFunction.apply(g, u, self.alpha, self.beta)
+        return SiLUDynActGLUFunction.apply(g, u, self.alpha, self.beta, self.overwrite_saved)
 
     def reference(self, x: Tensor) -> Tensor:
         """Evaluate the formula with ordinary autograd."""

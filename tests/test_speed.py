@@ -81,7 +81,8 @@ def test_fused_glu_gradcheck_float64(alpha, beta):
         torch.tensor(alpha, dtype=torch.float64, requires_grad=True),
         torch.tensor(beta, dtype=torch.float64, requires_grad=True),
     )
-    assert torch.autograd.gradcheck(SiLUDynActGLUFunction.apply, inputs)
+    # gradcheck runs backward several times on one graph, so the saved tensors must stay intact
+    assert torch.autograd.gradcheck(lambda *args: SiLUDynActGLUFunction.apply(*args, False), inputs)
 
 
 def gate_grads(act: DynActivation, g: torch.Tensor, u: torch.Tensor, grad: torch.Tensor) -> list[torch.Tensor]:
@@ -106,6 +107,24 @@ def test_fused_glu_matches_reference_float32(alpha, beta):
     names = ("output", "g grad", "u grad", "alpha grad", "beta grad")
     for name, got, expected in zip(names, fused, reference):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4, msg=name)
+
+
+def test_fused_glu_second_backward():
+    act = DynActivation("silu", alpha_init=0.9, beta_init=0.2)
+    g = torch.randn(6, 5, requires_grad=True)
+    u = torch.randn(6, 5, requires_grad=True)
+    h = act.gate(g, u).sum()
+    h.backward(retain_graph=True)
+    # the first backward wrote the gradient of u into a saved buffer, which PyTorch detects
+    with pytest.raises(RuntimeError, match="inplace operation"):
+        h.backward()
+    act.overwrite_saved = False
+    g.grad = None
+    h = act.gate(g, u).sum()
+    h.backward(retain_graph=True)
+    first = g.grad.clone()
+    h.backward()
+    torch.testing.assert_close(g.grad, 2 * first)
 
 
 def test_glu_uses_fused_gate_only_for_silu_base():
