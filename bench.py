@@ -299,6 +299,18 @@ def add_ratios(results: list[dict]) -> None:
             key: (r[key] / base[key] if base and r[key] is not None and base[key] else None)
             for key in ("step_time_s", "tokens_per_s", "mfu", "memory_bytes")
         }
+        r["step_time_vs_swiglu_per_round"] = paired_ratio_spread(r["step_times_s"], base["step_times_s"]) if base else None
+
+
+def paired_ratio_spread(times: list[float], base_times: list[float]) -> dict:
+    """Return the median and the 10th and 90th percentiles of times[i] / base_times[i].
+
+    Step i of every MLP type ran in the same round on the same batch, so these per-round ratios show how
+    much the ratio of the medians could move with machine noise.
+    """
+    ratios = sorted(t / b for t, b in zip(times, base_times))
+    deciles = statistics.quantiles(ratios, n=10) if len(ratios) > 1 else ratios * 9
+    return {"median": statistics.median(ratios), "p10": deciles[0], "p90": deciles[-1]}
 
 
 def time_generation(model: GPT, n_tokens: int, use_cache: bool, device: torch.device) -> tuple[float, Tensor]:
@@ -401,20 +413,26 @@ def format_ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def format_spread(spread: dict | None) -> str:
+    return "-" if spread is None else f"{spread['p10']:.3f}-{spread['p90']:.3f}"
+
+
 def format_bytes(value: int | None) -> str:
     return "-" if value is None else f"{value / 2**20:.2f} MiB"
 
 
 def markdown_table(results: list[dict]) -> str:
     lines = [
-        "| MLP | mode | step ms | tokens/s | MFU | memory | step time vs swiglu | tokens/s vs swiglu | memory vs swiglu |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| MLP | mode | step ms | tokens/s | MFU | memory | step time vs swiglu | per-round p10-p90 "
+        "| tokens/s vs swiglu | memory vs swiglu |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         ratios = r["vs_swiglu"]
         lines.append(
             f"| {r['mlp']} | {r['mode']} | {r['step_time_s'] * 1e3:.2f} | {r['tokens_per_s']:,.0f} | "
             f"{r['mfu']:.3f} | {format_bytes(r['memory_bytes'])} | {format_ratio(ratios['step_time_s'])} | "
+            f"{format_spread(r['step_time_vs_swiglu_per_round'])} | "
             f"{format_ratio(ratios['tokens_per_s'])} | {format_ratio(ratios['memory_bytes'])} |"
         )
     return "\n".join(lines)

@@ -341,6 +341,7 @@ class Progress:
 
     def __init__(self, label: str, total: int | None, initial: int) -> None:
         self.bar = tqdm(total=total, initial=initial, unit="doc", unit_scale=True, desc=label, smoothing=0.1)
+        self.label = label
         self.tokens = 0
         self.n_bytes = 0
         self.started = time.perf_counter()
@@ -353,7 +354,13 @@ class Progress:
         self.bar.update(documents)
 
     def close(self) -> None:
+        """Close the bar and print the text size, token count and throughput of this run."""
         self.bar.close()
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        print(
+            f"{self.label}: {self.n_bytes / 1e6:,.1f} MB of text, {self.tokens:,} tokens in {elapsed:.1f} s "
+            f"({self.n_bytes / elapsed / 1e6:.1f} MB/s)"
+        )
 
 
 def run_streams(

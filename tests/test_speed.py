@@ -315,6 +315,10 @@ def test_bench_writes_json(tmp_path):
             assert r["vs_swiglu"][key] is not None, (r["mlp"], key)
     swiglu = report["results"][1]
     assert swiglu["vs_swiglu"]["step_time_s"] == 1.0
+    assert swiglu["step_time_vs_swiglu_per_round"] == {"median": 1.0, "p10": 1.0, "p90": 1.0}
+    for r in report["results"]:
+        spread = r["step_time_vs_swiglu_per_round"]
+        assert spread["p10"] <= spread["median"] <= spread["p90"], r["mlp"]
     for name, tokens in (("new_tokens", 20), ("context_tokens", 15)):
         assert report["sample"][name]["tokens"] == tokens
         assert report["sample"][name]["speedup"] > 0
