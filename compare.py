@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from settings import ArgumentParser, UserError, parse_args, report_user_error
+from settings import ArgumentParser, TrainConfig, UserError, parse_args, report_user_error
 
 REPO_ROOT = Path(__file__).resolve().parent
 BASELINE = "swiglu"
@@ -43,6 +43,26 @@ EXIT_PREEMPTED = 75
 
 def run_name(variant: str, seed: int) -> str:
     return f"{variant}-s{seed}"
+
+
+def seed_count(n: int) -> str:
+    return f"{n} seed" if n == 1 else f"{n} seeds"
+
+
+def check_existing_run(run_dir: Path, cfg: TrainConfig) -> None:
+    """Raise UserError when run_dir has a checkpoint trained with other schedule settings than cfg."""
+    import train
+    from checkpoint import load_checkpoint
+
+    path = run_dir / "ckpt.pt"
+    if not path.exists():
+        return
+    changes = train.resume_differences(load_checkpoint(str(path))["train_config"], cfg)
+    if changes:
+        raise UserError(
+            f"{run_dir} was trained with other settings ({', '.join(changes)}); rerun with its settings "
+            "or choose a new --out"
+        )
 
 
 def checkpoint_step(run_dir: Path) -> int | None:
@@ -94,6 +114,7 @@ def run_grid(args: argparse.Namespace, train_args: list[str]) -> int:
             run_dir = out / run_name(variant, seed)
             run_args = [*train_args, f"--mlp={variant}", f"--seed={seed}", f"--out_dir={run_dir}"]
             cfg = parse_args(run_args)  # every run's settings are checked before the first one starts
+            check_existing_run(run_dir, cfg)
             jobs.append((run_dir, run_args, cfg.max_iters))
     out.mkdir(parents=True, exist_ok=True)
     record_grid(out, args, train_args)
@@ -291,7 +312,6 @@ def reevaluate(run: Run, device: str) -> None:
     import train
     from checkpoint import load_checkpoint
     from model import GPT, GPTConfig
-    from settings import TrainConfig
     from token_data import open_split
 
     results: dict[int, float] = {}
@@ -416,7 +436,7 @@ def dynact_layer_table(runs: list[Run]) -> list[str]:
     beta = np.mean([r.evals[step]["beta"] for r in dyn], axis=0)
     share = np.abs(beta) / (np.abs(alpha - beta) + np.abs(beta))
     lines = [
-        f"## dynActGLU per layer at step {step} (mean over {len(dyn)} seeds)", "",
+        f"## dynActGLU per layer at step {step} (mean over {seed_count(len(dyn))})", "",
         "Linear share = abs(beta) / (abs(alpha − beta) + abs(beta)), the weight of the linear term beta·x in "
         "f(x) = (alpha − beta)·silu(x) + beta·x; it grows as a layer becomes more linear.", "",
         "| layer | alpha | beta | alpha − beta | linear share |",
@@ -515,7 +535,7 @@ def write_plots(grid_dir: Path, runs: list[Run]) -> list[Path]:
     for ax, values, name in zip(axes, (alpha, beta, alpha - beta), ("alpha", "beta", "alpha - beta")):
         for layer in range(n_layer):
             ax.plot(steps, values[:, layer], label=f"layer {layer}", color=plt.cm.viridis(layer / max(1, n_layer - 1)))
-        ax.set_title(f"{name} (mean over {len(dyn)} seeds)")
+        ax.set_title(f"{name} (mean over {seed_count(len(dyn))})")
         ax.set_xlabel("step")
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -530,7 +550,7 @@ def write_plots(grid_dir: Path, runs: list[Run]) -> list[Path]:
     ax.plot(layers, beta[-1], "s-", label="beta")
     ax.plot(layers, alpha[-1] - beta[-1], "^-", label="alpha - beta (weight of the nonlinearity)")
     ax.set_xlabel("layer (0 = first)")
-    ax.set_title(f"dynActGLU at step {steps[-1]} (mean over {len(dyn)} seeds)")
+    ax.set_title(f"dynActGLU at step {steps[-1]} (mean over {seed_count(len(dyn))})")
     ax.set_xticks(layers)
     ax.legend()
     ax.grid(True, alpha=0.3)

@@ -83,13 +83,16 @@ def sample(argv: list[str] | None = None) -> list[str]:
     """Generate and print samples; return them as text."""
     args = build_parser().parse_args(argv)
     if args.num_samples <= 0:
-        raise UserError(f"--num_samples={args.num_samples} must be positive")
+        raise UserError(f"--num_samples={args.num_samples} must be positive; pass e.g. --num_samples=1")
     if args.max_new_tokens <= 0:
-        raise UserError(f"--max_new_tokens={args.max_new_tokens} must be positive")
+        raise UserError(f"--max_new_tokens={args.max_new_tokens} must be positive; pass e.g. --max_new_tokens=500")
     if args.temperature < 0 or not math.isfinite(args.temperature):
         raise UserError(f"--temperature={args.temperature} must be >= 0; use 0 for greedy decoding")
     if args.top_k <= 0:
-        raise UserError(f"--top_k={args.top_k} must be positive")
+        raise UserError(
+            f"--top_k={args.top_k} must be positive; pass e.g. --top_k=200, or a value at or above the "
+            "vocabulary size to keep every token"
+        )
     if not 0.0 < args.top_p <= 1.0:
         raise UserError(f"--top_p={args.top_p} must be in (0, 1]; use 1.0 to turn nucleus sampling off")
 

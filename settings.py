@@ -167,7 +167,7 @@ def check_type(key: str, value: object, expected: object) -> object:
     if not isinstance(value, expected):
         raise UserError(
             f"setting '{key}' expects {expected.__name__}, got {type(value).__name__} {value!r}; "
-            f"pass a {expected.__name__} value"
+            f"pass a value of type {expected.__name__}"
         )
     return value
 

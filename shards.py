@@ -353,9 +353,11 @@ class Progress:
         self.bar.set_postfix(tokens=f"{self.tokens:,}", MB_per_s=f"{self.n_bytes / elapsed / 1e6:.1f}", refresh=False)
         self.bar.update(documents)
 
-    def close(self) -> None:
-        """Close the bar and print the text size, token count and throughput of this run."""
+    def close(self, completed: bool) -> None:
+        """Close the bar and, when the stream completed, print its text size, token count and throughput."""
         self.bar.close()
+        if not completed:
+            return
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         print(
             f"{self.label}: {self.n_bytes / 1e6:,.1f} MB of text, {self.tokens:,} tokens in {elapsed:.1f} s "
@@ -411,6 +413,7 @@ def run_stream(
     progress = Progress(stream.label, stream.source.count(), start)
     index = start
     last_save = time.monotonic()
+    completed = False
     try:
         for texts, (tokens, lengths, n_bytes) in encoder.map(stream.source.iter_batches(start)):
             documents = np.arange(index, index + len(texts))
@@ -428,8 +431,9 @@ def run_stream(
                 record_progress(state, writers, stream, index)
                 save_state(out_dir, state)
                 last_save = time.monotonic()
+        completed = True
     finally:
-        progress.close()
+        progress.close(completed)
     return index
 
 

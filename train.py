@@ -402,6 +402,24 @@ def prune_periodic(out_dir: str, keep_last: int) -> None:
 # training
 
 
+# Settings that a resumed run must share with its checkpoint, because every update depends on them. The
+# model's shape is checked separately, and max_iters may grow: with lr_decay_iters unchanged, the
+# learning rate of every step already taken stays the same.
+RESUME_SETTINGS = (
+    "dataset", "seed", "batch_size", "gradient_accumulation_steps", "learning_rate", "min_lr",
+    "warmup_iters", "lr_decay_iters", "beta1", "beta2", "weight_decay", "grad_clip",
+)
+
+
+def resume_differences(saved: dict, cfg: TrainConfig) -> list[str]:
+    """Return 'key: checkpoint X vs now Y' for each of RESUME_SETTINGS that differs from a checkpoint's train_config."""
+    return [
+        f"{key}: checkpoint {saved.get(key)!r} vs now {getattr(cfg, key)!r}"
+        for key in RESUME_SETTINGS
+        if saved.get(key) != getattr(cfg, key)
+    ]
+
+
 def train(cfg: TrainConfig) -> dict:
     """Run training as configured and return the last evaluation: step, val_loss and val_ppl."""
     dist_info = Distributed(cfg.device)
@@ -455,6 +473,12 @@ def run(cfg: TrainConfig, dist_info: Distributed) -> dict:
         if differing:
             detail = ", ".join(f"{k}: checkpoint {ckpt['model_config'].get(k)!r} vs now {getattr(model_config, k)!r}" for k in differing)
             raise UserError(f"model settings differ from the checkpoint {ckpt_path!r} ({detail}); pass the checkpoint's settings")
+        schedule_changes = resume_differences(ckpt["train_config"], cfg)
+        if schedule_changes:
+            raise UserError(
+                f"training settings differ from the checkpoint {ckpt_path!r} ({', '.join(schedule_changes)}), so the "
+                "resumed run would follow another schedule; pass the checkpoint's values or train into a new out_dir"
+            )
         raw_model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])

@@ -8,7 +8,7 @@ Run from the repository root (or from any folder, with the path to this file):
     python data/prepare.py openwebtext                       # preset: Skylion007/openwebtext
     python data/prepare.py fineweb-edu                       # preset: HuggingFaceFW/fineweb-edu, sample-10BT
     python data/prepare.py fineweb-edu --input=DOWNLOADED_PARQUET_FOLDER
-    python data/prepare.py NAME --input=a.jsonl b.jsonl --text_field=text
+    python data/prepare.py NAME --input a.jsonl b.jsonl --text_field=text
 
 Presets (PRESETS below) name a hub dataset, its configuration, the text field, the GPT-2 tokenizer and
 the split rule. With --input, a preset's text field and split rule apply to local files instead.
@@ -279,7 +279,13 @@ def split_by_position(tokens: np.ndarray, val_fraction: float) -> tuple[np.ndarr
 class OneLineErrorParser(argparse.ArgumentParser):
     """An argparse parser whose usage errors exit through fail(), as one `error:` line."""
 
+    argv: list[str] | None = None  # the arguments being parsed, when they are not sys.argv[1:]
+
     def error(self, message: str) -> None:
+        argv = self.argv if self.argv is not None else sys.argv[1:]
+        if message.startswith("unrecognized arguments") and any(arg.startswith("--input=") for arg in argv):
+            # argparse binds only the first file to --input=FILE, so the other files are left over
+            raise fail(f"{message}; pass several files without '=': --input a.jsonl b.jsonl")
         raise fail(f"{message}; run `python data/prepare.py --help` for the options")
 
 
@@ -369,6 +375,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="delete the output folder's prepared data (finished, or unfinished with other settings) "
         "and prepare again",
     )
+    parser.argv = argv
     return parser.parse_args(argv)
 
 

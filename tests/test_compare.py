@@ -127,7 +127,9 @@ def test_grid_skips_finished_runs_and_reeval_is_stable(data_root, tmp_path):
 
 def test_grid_resumes_interrupted_run(data_root, tmp_path):
     out = tmp_path / "grid"
-    settings = [a for a in tiny_args(data_root, tmp_path, max_iters=4, eval_steps=[2, 4]) if not a.startswith("--out_dir=")]
+    # lr_decay_iters=4 in both runs, so the 2-step run is the start of the 4-step one
+    settings = tiny_args(data_root, tmp_path, max_iters=4, lr_decay_iters=4, eval_steps=[2, 4])
+    settings = [a for a in settings if not a.startswith("--out_dir=")]
     short = [a if not a.startswith("--max_iters") else "--max_iters=2" for a in settings]
     short = [a if not a.startswith("--eval_steps") else "--eval_steps=[2]" for a in short]
     assert run_compare("run", "--variants", "swiglu", "--seeds", "0", f"--out={out}", *short).returncode == 0
@@ -135,6 +137,19 @@ def test_grid_resumes_interrupted_run(data_root, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "resuming" in result.stdout
     assert "resuming from" in (out / "swiglu-s0" / "train.log").read_text()
+
+
+def test_grid_rejects_changed_schedule(data_root, tmp_path):
+    out = tmp_path / "grid"
+    settings = [a for a in tiny_args(data_root, tmp_path, max_iters=2, eval_steps=[2]) if not a.startswith("--out_dir=")]
+    assert run_compare("run", "--variants", "swiglu", "--seeds", "0", f"--out={out}", *settings).returncode == 0
+    longer = [a for a in settings if not a.startswith(("--max_iters", "--eval_steps"))] + ["--max_iters=4", "--eval_steps=[4]"]
+    mtime = (out / "swiglu-s0" / "ckpt.pt").stat().st_mtime_ns
+    result = run_compare("run", "--variants", "swiglu", "--seeds", "0", f"--out={out}", *longer)
+    assert result.returncode == 2
+    assert "lr_decay_iters: checkpoint 2 vs now 4" in result.stderr
+    assert "choose a new --out" in result.stderr
+    assert (out / "swiglu-s0" / "ckpt.pt").stat().st_mtime_ns == mtime
 
 
 def test_run_rejects_per_run_settings():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import train
-from checkpoint import FORMAT, save_checkpoint
+from checkpoint import FORMAT
 from conftest import PYTHON, REPO, subprocess_env, tiny_args
 
 

@@ -160,3 +160,14 @@ def test_resume_with_other_model_settings_names_keys(data_root, tmp_path):
     run(data_root, tmp_path, max_iters=4)
     with pytest.raises(UserError, match="n_embd: checkpoint 32 vs now 64"):
         run(data_root, tmp_path, max_iters=8, n_embd=64, init_from="resume")
+
+
+def test_resume_with_other_schedule_names_keys(data_root, tmp_path):
+    run(data_root, tmp_path, max_iters=4)
+    with pytest.raises(UserError, match="lr_decay_iters: checkpoint 4 vs now 8"):
+        run(data_root, tmp_path, max_iters=8, init_from="resume")
+    with pytest.raises(UserError, match="learning_rate: checkpoint 0.003 vs now 0.001"):
+        run(data_root, tmp_path, max_iters=8, lr_decay_iters=4, learning_rate=1e-3, init_from="resume")
+    # a longer run whose learning-rate schedule is unchanged may continue
+    records = run(data_root, tmp_path, max_iters=6, lr_decay_iters=4, init_from="resume")
+    assert max(r["step"] for r in records if "train_loss" in r) == 6

@@ -342,6 +342,12 @@ def test_streamed_option_mistakes(tmp_path: Path, parquet_corpus: Path, extra: l
     assert not (tmp_path / "out").exists()
 
 
+def test_input_equals_with_several_files(tmp_path: Path, parquet_corpus: Path) -> None:
+    with pytest.raises(SystemExit) as error:
+        run_prepare(tmp_path / "out", f"--input={parquet_corpus}", str(parquet_corpus))
+    assert "pass several files without '='" in str(error.value)
+
+
 def test_too_few_documents_for_val(tmp_path: Path) -> None:
     corpus_path = write_jsonl(tmp_path / "three.jsonl", ["one", "two", "three"])
     with pytest.raises(SystemExit, match="corpus too small: .* 0 val tokens; .*smaller --val_every"):
