@@ -14,6 +14,7 @@ after writing out_dir/ckpt.pt (resume with --init_from=resume).
 
 from __future__ import annotations
 
+import gc
 import glob
 import json
 import math
@@ -183,6 +184,9 @@ class Distributed:
         writing the last checkpoint, and gloo then aborts that process on exit.
         """
         if self.enabled and dist.is_initialized():
+            # DDP's reducer sits in reference cycles; collecting it now frees its gloo work while the
+            # process group and the interpreter are still alive, not during interpreter shutdown.
+            gc.collect()
             if finished:
                 dist.barrier()
             dist.destroy_process_group()

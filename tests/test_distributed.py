@@ -15,8 +15,17 @@ from conftest import PYTHON, REPO, read_metrics, run_train_cli, subprocess_env, 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
 
 
+# NOTE: on a 2-core machine, roughly one torchrun job in a hundred ended with gloo aborting one process
+# with this C++ message, and repeated runs could not reproduce it on purpose. Such a job runs once more:
+# a first run starts over and a resumed run resumes again, which exact resume makes equivalent.
+GLOO_ABORT = "terminate called without an active exception"
+
+
 def cli(data_root, out_dir, nproc, **overrides):
     result = run_train_cli(tiny_args(data_root, out_dir, **overrides), nproc=nproc)
+    if result.returncode != 0 and GLOO_ABORT in result.stderr:
+        retry = dict(overrides) if overrides.get("init_from") == "resume" else dict(overrides, overwrite=True)
+        result = run_train_cli(tiny_args(data_root, out_dir, **retry), nproc=nproc)
     assert result.returncode == 0, result.stderr[-3000:]
     return read_metrics(out_dir)
 
