@@ -90,38 +90,17 @@ def check_token_ids(tokens: np.ndarray, vocab_size: int, path: str, dataset: str
             )
 
 
-def batch_offsets(seed: int, step: int, n_windows: int, n_tokens: int, block_size: int) -> np.ndarray:
-    """Return the start offsets of the global batch for the update at `step`, a pure function of (seed, step)."""
-    rng = np.random.default_rng([seed, step])
-    return rng.integers(0, n_tokens - block_size, size=n_windows)
-
-
 def windows_to_tensors(
-    tokens: np.ndarray | TokenSplit, offsets: np.ndarray, block_size: int, device: torch.device
+    tokens: TokenSplit, offsets: np.ndarray, block_size: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gather windows tokens[o : o + block_size + 1] into inputs x and next-token targets y."""
-    if isinstance(tokens, TokenSplit):
-        windows = tokens.gather(offsets, block_size)
-    else:
-        windows = tokens[offsets[:, None] + np.arange(block_size + 1)]
+    """Gather the windows of block_size + 1 tokens at offsets into inputs x and next-token targets y."""
+    windows = tokens.gather(offsets, block_size)
     chunk = torch.from_numpy(windows.astype(np.int64))
     if device.type == "cuda":
         chunk = chunk.pin_memory().to(device, non_blocking=True)
     else:
         chunk = chunk.to(device)
     return chunk[:, :-1], chunk[:, 1:]
-
-
-def eval_windows(n_val_tokens: int, eval_tokens: int, block_size: int) -> np.ndarray:
-    """Return the offsets of the fixed validation windows.
-
-    The first eval_tokens tokens of val.bin (all of it when eval_tokens is 0) are cut into consecutive,
-    non-overlapping windows of block_size inputs. Each window's targets are its inputs shifted by one.
-    """
-    usable = n_val_tokens - 1
-    if eval_tokens:
-        usable = min(usable, eval_tokens)
-    return np.arange(usable // block_size, dtype=np.int64) * block_size
 
 
 # -----------------------------------------------------------------------------
@@ -150,7 +129,7 @@ class TokenSplit:
         """Return the positions of the global batch for the update at `step`, a pure function of (seed, step).
 
         A window start is drawn uniformly from all valid starts of all files, so a file's share of the
-        batches is proportional to its length. With one file this equals batch_offsets().
+        batches is proportional to its length. With one file the draw is rng.integers(0, len - block_size).
         """
         per_file = self.window_starts(block_size)
         rng = np.random.default_rng([seed, step])
@@ -164,7 +143,7 @@ class TokenSplit:
 
         Windows of block_size inputs are laid end to end from the start of each file, in file order,
         without crossing into the next file, until eval_tokens tokens are covered (all files when
-        eval_tokens is 0). With one file this equals eval_windows().
+        eval_tokens is 0).
         """
         limit = eval_tokens // block_size if eval_tokens else None
         positions = []

@@ -29,17 +29,19 @@ def file_of(split: TokenSplit, position: int) -> int:
     return int(np.searchsorted(split.starts, position, side="right") - 1)
 
 
-def test_single_file_sampling_matches_batch_offsets() -> None:
+def test_single_file_sampling_matches_old_draw() -> None:
     split = make_split([10_000])
     for step in (0, 1, 7, 500):
-        expected = token_data.batch_offsets(seed=3, step=step, n_windows=16, n_tokens=10_000, block_size=32)
+        # the draw of a single train.bin, so runs prepared as one file keep their batches
+        expected = np.random.default_rng([3, step]).integers(0, 10_000 - 32, size=16)
         np.testing.assert_array_equal(split.sample_windows(3, step, 16, 32), expected)
 
 
 def test_single_file_eval_windows_match() -> None:
     split = make_split([1000])
-    np.testing.assert_array_equal(split.eval_windows(300, 64), token_data.eval_windows(1000, 300, 64))
-    np.testing.assert_array_equal(split.eval_windows(0, 64), token_data.eval_windows(1000, 0, 64))
+    # consecutive windows of 64 inputs from the start: 300 tokens give 4, all 999 usable tokens give 15
+    np.testing.assert_array_equal(split.eval_windows(300, 64), 64 * np.arange(4))
+    np.testing.assert_array_equal(split.eval_windows(0, 64), 64 * np.arange(15))
 
 
 def test_sampled_windows_stay_in_one_shard() -> None:

@@ -34,9 +34,10 @@ def test_schedule_without_warmup():
 
 
 def test_batches_depend_only_on_seed_and_step():
-    a = token_data.batch_offsets(seed=3, step=7, n_windows=16, n_tokens=10_000, block_size=32)
-    b = token_data.batch_offsets(seed=3, step=7, n_windows=16, n_tokens=10_000, block_size=32)
-    c = token_data.batch_offsets(seed=3, step=8, n_windows=16, n_tokens=10_000, block_size=32)
+    split = token_data.TokenSplit("train", ["train.bin"], [np.zeros(10_000, dtype=np.uint16)])
+    a = split.sample_windows(seed=3, step=7, n_windows=16, block_size=32)
+    b = split.sample_windows(seed=3, step=7, n_windows=16, block_size=32)
+    c = split.sample_windows(seed=3, step=8, n_windows=16, block_size=32)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
     assert a.min() >= 0
@@ -44,9 +45,10 @@ def test_batches_depend_only_on_seed_and_step():
 
 
 def test_eval_windows_are_consecutive_blocks():
-    offsets = token_data.eval_windows(n_val_tokens=1000, eval_tokens=300, block_size=64)
+    split = token_data.TokenSplit("val", ["val.bin"], [np.zeros(1000, dtype=np.uint16)])
+    offsets = split.eval_windows(eval_tokens=300, block_size=64)
     np.testing.assert_array_equal(offsets, [0, 64, 128, 192])
-    whole = token_data.eval_windows(n_val_tokens=1000, eval_tokens=0, block_size=64)
+    whole = split.eval_windows(eval_tokens=0, block_size=64)
     assert len(whole) == 999 // 64
 
 
@@ -73,8 +75,9 @@ def test_checkpoint_evaluates_reproducibly(data_root, tmp_path):
     ckpt = load_checkpoint(str(tmp_path / "ckpt_000012.pt"))
     model = GPT(GPTConfig(**ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
-    val = token_data.open_tokens(str(data_root / "chars" / "val.bin"), "uint16", 33, "chars")
-    offsets = token_data.eval_windows(len(val), cfg.eval_tokens, cfg.block_size)
+    data_dir = str(data_root / "chars")
+    val = token_data.open_split(data_dir, token_data.load_meta(data_dir, "chars"), "val", cfg.block_size, "chars")
+    offsets = val.eval_windows(cfg.eval_tokens, cfg.block_size)
     dist_info = train.Distributed("cpu")
     first = train.evaluate(model, val, offsets, cfg, dist_info, torch.autocast("cpu", enabled=False))
     second = train.evaluate(model, val, offsets, cfg, dist_info, torch.autocast("cpu", enabled=False))
