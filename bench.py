@@ -226,8 +226,8 @@ def interleaved_step_times(
 ) -> dict[str, list[float]]:
     """Run the step functions in rotating turns (A B C, B C A, C A B, ...) and return the seconds of each timed step.
 
-    The rotation gives every function each place in a round equally often. Without it the first place,
-    which follows the memory churn of the others' steps, measured about 1.5% slower on a 2-core CPU.
+    The rotation gives every function each place in a round equally often. Without it, the first place
+    ran about 1.5% slower than the others in one run with two identical SwiGLU models on a 2-core CPU.
     """
     names = list(steps)
     times: dict[str, list[float]] = {name: [] for name in names}
@@ -360,9 +360,9 @@ def check_train_loop(cfg: TrainConfig, opts: BenchOptions) -> None:
 def bench_train_loop(cfg: TrainConfig, opts: BenchOptions, results: list[dict]) -> dict:
     """Run train.py's loop for warmup + steps updates and compare its tokens/s with the eager step's.
 
-    The loop trains cfg.mlp on the prepared dataset with one micro-batch per update, logs every update and
-    evaluates only at its first and last step, with one validation window; evaluation time is outside the
-    logged throughput. Unlike the benchmarked step, each update also reads a batch from the memory-mapped
+    The loop trains cfg.mlp on the prepared dataset with one micro-batch per update and logs every update.
+    It evaluates one validation window at its first and last step only, and evaluation time is outside
+    the logged throughput. Unlike the benchmarked step, each update also reads a batch from the memory-mapped
     data, clips the gradient norm when grad_clip > 0 and syncs once with the host. The median over the
     updates after warm-up is compared.
     """

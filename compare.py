@@ -45,41 +45,32 @@ def run_name(variant: str, seed: int) -> str:
     return f"{variant}-s{seed}"
 
 
-def seed_count(n: int) -> str:
-    return f"{n} seed" if n == 1 else f"{n} seeds"
+def checkpoint_step(run_dir: Path, cfg: TrainConfig) -> int | None:
+    """Return the step of run_dir's checkpoint, or None without one.
 
-
-def check_existing_run(run_dir: Path, cfg: TrainConfig) -> None:
-    """Raise UserError when run_dir has a checkpoint trained with other schedule settings than cfg."""
+    Raise UserError when the checkpoint was trained with other schedule settings than cfg, because
+    resuming it would mix two schedules in one run.
+    """
     import train
     from checkpoint import load_checkpoint
 
     path = run_dir / "ckpt.pt"
     if not path.exists():
-        return
-    changes = train.resume_differences(load_checkpoint(str(path))["train_config"], cfg)
+        return None
+    ckpt = load_checkpoint(str(path))
+    changes = train.resume_differences(ckpt["train_config"], cfg)
     if changes:
         raise UserError(
             f"{run_dir} was trained with other settings ({', '.join(changes)}); rerun with its settings "
             "or choose a new --out"
         )
+    return int(ckpt["step"])
 
 
-def checkpoint_step(run_dir: Path) -> int | None:
-    """Return the step of run_dir/ckpt.pt, or None when there is none."""
-    from checkpoint import load_checkpoint
-
-    path = run_dir / "ckpt.pt"
-    if not path.exists():
-        return None
-    return int(load_checkpoint(str(path))["step"])
-
-
-def plan_run(run_dir: Path, max_iters: int) -> list[str] | None:
+def plan_run(run_dir: Path, max_iters: int, saved_step: int | None) -> list[str] | None:
     """Return the extra train.py arguments that start or continue a run, or None when it is finished."""
-    step = checkpoint_step(run_dir)
-    if step is not None:
-        return None if step >= max_iters else ["--init_from=resume"]
+    if saved_step is not None:
+        return None if saved_step >= max_iters else ["--init_from=resume"]
     if (run_dir / "metrics.jsonl").exists():
         return ["--overwrite=True"]  # an earlier attempt stopped before its first checkpoint
     return []
@@ -114,8 +105,7 @@ def run_grid(args: argparse.Namespace, train_args: list[str]) -> int:
             run_dir = out / run_name(variant, seed)
             run_args = [*train_args, f"--mlp={variant}", f"--seed={seed}", f"--out_dir={run_dir}"]
             cfg = parse_args(run_args)  # every run's settings are checked before the first one starts
-            check_existing_run(run_dir, cfg)
-            jobs.append((run_dir, run_args, cfg.max_iters))
+            jobs.append((run_dir, run_args, cfg.max_iters, checkpoint_step(run_dir, cfg)))
     out.mkdir(parents=True, exist_ok=True)
     record_grid(out, args, train_args)
 
@@ -137,8 +127,8 @@ def run_grid(args: argparse.Namespace, train_args: list[str]) -> int:
     start = time.time()
     while pending or running:
         while pending and len(running) < args.jobs and stop["signal"] is None:
-            run_dir, run_args, max_iters = pending.pop(0)
-            extra = plan_run(run_dir, max_iters)
+            run_dir, run_args, max_iters, saved_step = pending.pop(0)
+            extra = plan_run(run_dir, max_iters, saved_step)
             if extra is None:
                 print(f"{run_dir}: finished, skipped", flush=True)
                 continue
@@ -361,6 +351,10 @@ def ppl_table(runs: list[Run], step: int, use_reeval: bool) -> dict[str, dict[in
 
 # -----------------------------------------------------------------------------
 # report: writing
+
+
+def seed_count(n: int) -> str:
+    return f"{n} seed" if n == 1 else f"{n} seeds"
 
 
 def fmt(value: float | None, spec: str = ".3f") -> str:

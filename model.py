@@ -118,6 +118,11 @@ def dynact_input_grad(grad_f: Tensor, x: Tensor, scale: Tensor, beta: Tensor, ou
     return grad_x.addcmul_(grad_f, beta)
 
 
+def dynact_coefficients(alpha: Tensor, beta: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Return alpha - beta and beta in `dtype`, the coefficients of silu(x) and x in f(x)."""
+    return (alpha - beta).to(dtype), beta.to(dtype)
+
+
 def silu_dynact(
     x: Tensor, scale: Tensor, beta: Tensor, silu_x: Tensor | None = None, overwrite_silu_x: bool = False
 ) -> Tensor:
@@ -147,7 +152,7 @@ class SiLUDynActFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, x: Tensor, alpha: Tensor, beta: Tensor) -> Tensor:
         ctx.save_for_backward(x, alpha, beta)
-        return silu_dynact(x, (alpha - beta).to(x.dtype), beta.to(x.dtype))
+        return silu_dynact(x, *dynact_coefficients(alpha, beta, x.dtype))
 
     @staticmethod
     @once_differentiable
@@ -160,7 +165,7 @@ class SiLUDynActFunction(torch.autograd.Function):
         if needs_scalar_grads:
             grad_alpha, grad_beta = dynact_scalar_grads(grad, buffer, x, alpha, beta)
         if ctx.needs_input_grad[0]:
-            grad_x = dynact_input_grad(grad, x, (alpha - beta).to(x.dtype), beta.to(x.dtype), out=buffer)
+            grad_x = dynact_input_grad(grad, x, *dynact_coefficients(alpha, beta, x.dtype), out=buffer)
         return grad_x, grad_alpha, grad_beta
 
 
@@ -171,10 +176,10 @@ class SiLUDynActGLUFunction(torch.autograd.Function):
     (and the 0-dim alpha and beta), so dynActGLU keeps exactly SwiGLU's activation memory. Because silu(g)
     is saved, backward rebuilds f(g) with two cheap elementwise passes and never evaluates silu again.
 
-    It runs about twice as many elementwise passes as SwiGLU's autograd, but in eager mode its backward
-    writes the gradient of u into the buffer of the saved silu(g), a tensor that only this Function
-    holds, so it allocates two new tensors where SwiGLU's backward allocates three. On a CPU, where a
-    fresh multi-megabyte tensor costs page faults, that allocation outweighs the extra passes.
+    It runs about twice as many elementwise passes as SwiGLU's autograd. In eager mode, however, its
+    backward writes the gradient of u into the buffer of the saved silu(g), which only this Function
+    holds. It therefore allocates two new tensors where SwiGLU's backward allocates three, and on a CPU,
+    where a fresh multi-megabyte tensor costs page faults, the saved allocation outweighs the extra passes.
     NOTE: after that overwrite the saved tensors are spent, so a second backward through the same graph
     (retain_graph=True, torch.autograd.gradcheck) raises PyTorch's "modified by an inplace operation"
     error. Pass overwrite_saved=False, or set DynActivation.overwrite_saved = False, to keep them.
@@ -188,14 +193,13 @@ class SiLUDynActGLUFunction(torch.autograd.Function):
         silu_g = F.silu(g)
         ctx.save_for_backward(g, silu_g, u, alpha, beta)
         ctx.overwrite_saved = overwrite_saved
-        return silu_dynact(g, (alpha - beta).to(g.dtype), beta.to(g.dtype), silu_g).mul_(u)
+        return silu_dynact(g, *dynact_coefficients(alpha, beta, g.dtype), silu_g).mul_(u)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_h: Tensor) -> tuple[Tensor | None, ...]:
         g, silu_g, u, alpha, beta = ctx.saved_tensors
-        scale = (alpha - beta).to(g.dtype)
-        beta_ = beta.to(g.dtype)
+        scale, beta_ = dynact_coefficients(alpha, beta, g.dtype)
         grad_g = grad_u = grad_alpha = grad_beta = None
         grad_f = grad_h * u
         if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
@@ -225,7 +229,7 @@ class DynActivation(nn.Module):
         self.alpha = nn.Parameter(torch.tensor(float(alpha_init)))
         self.beta = nn.Parameter(torch.tensor(float(beta_init)))
         self.use_reference = False
-        # gate()'s backward may reuse a saved buffer, which rules out a second backward through one graph
+        # When True, gate()'s backward reuses a saved buffer, so a second backward through one graph fails.
         self.overwrite_saved = True
 
     def forward(self, x: Tensor) -> Tensor:
@@ -233,7 +237,7 @@ class DynActivation(nn.Module):
             return self.reference(x)
         if not torch.is_grad_enabled():
             # without autograd the Function's bookkeeping is pure overhead, which matters when sampling
-            return silu_dynact(x, (self.alpha - self.beta).to(x.dtype), self.beta.to(x.dtype))
+            return silu_dynact(x, *dynact_coefficients(self.alpha, self.beta, x.dtype))
         return SiLUDynActFunction.apply(x, self.alpha, self.beta)
 
     def gate(self, g: Tensor, u: Tensor) -> Tensor:
@@ -241,7 +245,7 @@ class DynActivation(nn.Module):
         if self.base_name != "silu" or self.use_reference:
             return self(g) * u
         if not torch.is_grad_enabled():
-            return silu_dynact(g, (self.alpha - self.beta).to(g.dtype), self.beta.to(g.dtype)).mul_(u)
+            return silu_dynact(g, *dynact_coefficients(self.alpha, self.beta, g.dtype)).mul_(u)
         return SiLUDynActGLUFunction.apply(g, u, self.alpha, self.beta, self.overwrite_saved)
 
     def reference(self, x: Tensor) -> Tensor:

@@ -184,8 +184,8 @@ class Distributed:
         writing the last checkpoint, and gloo then aborts that process on exit.
         """
         if self.enabled and dist.is_initialized():
-            # DDP's reducer sits in reference cycles; collecting it now frees its gloo work while the
-            # process group and the interpreter are still alive, not during interpreter shutdown.
+            # DDP's reducer can sit in reference cycles. Collecting them now frees its gloo work while the
+            # process group and the interpreter are still alive, instead of during interpreter shutdown.
             gc.collect()
             if finished:
                 dist.barrier()
@@ -280,7 +280,7 @@ def start_wandb(cfg: TrainConfig) -> object:
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
-    val_tokens: np.ndarray | TokenSplit,
+    val_tokens: TokenSplit,
     offsets: np.ndarray,
     cfg: TrainConfig,
     dist_info: Distributed,
@@ -407,7 +407,7 @@ def prune_periodic(out_dir: str, keep_last: int) -> None:
 
 
 # Settings that a resumed run must share with its checkpoint, because every update depends on them. The
-# model's shape is checked separately, and max_iters may grow: with lr_decay_iters unchanged, the
+# model's shape is checked separately. max_iters may grow, because with lr_decay_iters unchanged the
 # learning rate of every step already taken stays the same.
 RESUME_SETTINGS = (
     "dataset", "seed", "batch_size", "gradient_accumulation_steps", "learning_rate", "min_lr",
